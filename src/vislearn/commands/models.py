@@ -1,0 +1,21 @@
+"""``vislearn models [PATTERN]``: list registered models with their parameter counts."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'inception*'")
+    p.add_argument("--params", action="store_true", help="build each model and print its parameter count")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vislearn.models import create_model, get_entry, list_models
+
+    for name in list_models(args.pattern):
+        e = get_entry(name)
+        line = f"{name:32s} input {e.input_size[1]}x{e.input_size[2]}  {e.paper}"
+        if args.params:
+            n = sum(p.numel() for p in create_model(name).parameters())
+            line += f"  {n:,} params"
+        print(line)
+    return 0

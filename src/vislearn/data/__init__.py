@@ -1,0 +1,1 @@
+"""Data: embedded datasets (no download), on-disk formats, transforms and distortions."""

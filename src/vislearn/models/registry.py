@@ -1,0 +1,128 @@
+"""The one model registry: ``register_model``, ``create_model`` and ``list_models``.
+
+A model family registers a builder per name with a decorator (the timm pattern, without the layers
+of indirection). ``create_model`` builds the model, applies a normalisation override and loads
+weights from a local path: our safetensors file, or a peer's checkpoint that a converter in
+:mod:`vislearn.convert` recognises by its keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from vislearn.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered builder and the defaults a user should know (input size, normalisation, paper)."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    paper: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    paper: str = "",
+    **defaults: Any,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering ``fn(**kwargs) -> nn.Module`` under ``name`` (default: ``fn.__name__``)."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise RuntimeError(f"model {key!r} is registered twice")
+        _REGISTRY[key] = ModelEntry(key, fn, input_size, paper, dict(defaults))
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package imports every model family module, which registers its builders.
+    import vislearn.models  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registered model names matching a shell-style ``pattern``."""
+    import fnmatch
+
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; an unknown name is a ``UserError`` listing the closest names."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
+        raise UserError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    weights: str | None = None,
+    normalization: tuple[Any, Any] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: output classes (``None`` keeps the family's default).
+        weights: a local path: a vislearn ``.safetensors`` file, or a peer's checkpoint (``.pth``,
+            ``.safetensors``, ``.npz``) recognised by its keys. Missing, unexpected and mis-shaped
+            keys are reported by name.
+        normalization: ``(mean, std)`` on the [0, 1] scale that ``forward`` applies first; by default
+            the family's (or, when loading a peer's weights, that source's) normalisation.
+        **overrides: architecture options of the family (``aux_logits``, ``width``, ...).
+    """
+    entry = get_entry(name)
+    kwargs = {**entry.defaults, **overrides}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = entry.builder(**kwargs)
+    except TypeError as e:  # an unknown keyword is a user error, not a traceback
+        raise UserError(f"bad option for model {name!r}: {e}") from None
+    model.model_name = name
+    model.model_kwargs = {k: v for k, v in kwargs.items() if _jsonable(v)}
+    if weights is not None:
+        from vislearn.convert import load_weights
+
+        load_weights(model, weights, model_name=name)
+    if normalization is not None:
+        set_normalization(model, normalization)
+    return model
+
+
+def set_normalization(model: nn.Module, normalization: tuple[Any, Any]) -> None:
+    """Set ``model.normalization`` with a clear error for a model that does not own one."""
+    if not hasattr(model, "normalization"):
+        raise UserError(f"{type(model).__name__} has no input normalisation to set")
+    model.normalization = normalization
+
+
+def _jsonable(v: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False

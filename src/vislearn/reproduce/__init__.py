@@ -1,0 +1,92 @@
+"""Reproductions: one file per paper claim, run small-scale on CPU, judged by a stated criterion.
+
+A reproduction registers its claim and criterion *before* it runs::
+
+    @register_reproduction("batchnorm", paper="Ioffe & Szegedy 2015, Fig. 1",
+                           claim="...", criterion="... (stated before the run)")
+    def run(ctx: ReproContext) -> Outcome:
+        ...
+        return Outcome(passed=..., numbers={...}, figure=fig, notes="...")
+
+:func:`run_reproduction` prints the claim and criterion, runs, and writes ``results/NAME.json``
+(the one results format: name, claim, criterion, passed, numbers, seeds, wall_s, machine, version)
+and ``results/NAME.png``; :func:`write_results_table` rewrites ``results/README.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vislearn._discover import import_submodules
+from vislearn.errors import UserError
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    name: str
+    fn: Callable[["ReproContext"], "Outcome"]
+    paper: str
+    claim: str
+    criterion: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+@dataclass
+class ReproContext:
+    """What a reproduction receives: seeds, a scale factor for its budget, and a progress logger."""
+
+    name: str
+    seeds: tuple[int, ...]
+    scale: float = 1.0  # < 1 shrinks budgets (tests run reproductions at a tiny scale)
+    log: Callable[[str], None] = print
+
+    def steps(self, n: int, minimum: int = 1) -> int:
+        """``n`` scaled by ``scale`` (at least ``minimum``)."""
+        return max(minimum, int(round(n * self.scale)))
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    numbers: dict[str, Any]
+    figure: Any = None  # a matplotlib Figure, saved as results/NAME.png
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REPRODUCTIONS: dict[str, Reproduction] = {}
+
+
+def register_reproduction(name: str, *, paper: str, claim: str, criterion: str,
+                          seeds: tuple[int, ...] = (0, 1, 2)):
+    def wrap(fn: Callable[[ReproContext], Outcome]):
+        if name in _REPRODUCTIONS:
+            raise RuntimeError(f"reproduction {name!r} is registered twice")
+        _REPRODUCTIONS[name] = Reproduction(name, fn, paper, claim, criterion, tuple(seeds))
+        return fn
+
+    return wrap
+
+
+def list_reproductions() -> list[str]:
+    return sorted(_REPRODUCTIONS)
+
+
+def get_reproduction(name: str) -> Reproduction:
+    if name not in _REPRODUCTIONS:
+        close = difflib.get_close_matches(name, list(_REPRODUCTIONS), n=3, cutoff=0.4)
+        known = ", ".join(sorted(_REPRODUCTIONS)) or "(none yet)"
+        raise UserError(f"unknown reproduction {name!r}; " + (f"closest: {', '.join(close)}" if close
+                                                              else f"known: {known}"))
+    return _REPRODUCTIONS[name]
+
+
+from vislearn.reproduce.results import run_reproduction, write_results_table  # noqa: E402
+
+__all__ = ["Outcome", "ReproContext", "Reproduction", "get_reproduction", "list_reproductions",
+           "register_reproduction", "run_reproduction", "write_results_table"]
+
+import_submodules(sys.modules[__name__])
