@@ -5,6 +5,7 @@ All return images as float tensors in [0, 1], NCHW, and are deterministic from t
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -70,3 +71,116 @@ def digits(split: str = "train", size: int | None = None, test_fraction: float =
     if channels == 3:
         x = x.expand(-1, 3, -1, -1).contiguous()
     return TensorImageDataset(x, y, transform, classes=[str(i) for i in range(10)])
+
+
+# ----------------------------------------------------------------------------------------------------
+# shapes: procedurally drawn scenes (see ``_draw``), deterministic from their arguments, cached
+# ----------------------------------------------------------------------------------------------------
+
+def _shape_classes() -> list[tuple[int, int, int]]:
+    """All (shape, colour, fill) combinations in a fixed shuffled order, so that the first
+    ``num_classes`` mix shapes, colours and fills instead of varying only one of them."""
+    from vislearn.data import _draw
+
+    combos = [(s, c, f) for f in range(len(_draw.FILLS)) for c in range(len(_draw.COLOURS))
+              for s in range(len(_draw.SHAPES))]
+    order = np.random.default_rng(20240611).permutation(len(combos))
+    return [combos[i] for i in order]
+
+
+def _class_name(combo: tuple[int, int, int]) -> str:
+    from vislearn.data import _draw
+
+    s, c, f = combo
+    return f"{_draw.FILLS[f]} {_draw.COLOURS[c]} {_draw.SHAPES[s]}"
+
+
+SHAPE_CLASSES: list[str] = [_class_name(c) for c in _shape_classes()]
+"""Every class ``shapes_classification`` can draw, in index order (160 = 10 shapes × 8 colours × 2 fills)."""
+
+_SPLIT_STREAM = {"train": 0, "test": 1}
+
+
+def _check_split(name: str, split: str) -> None:
+    if split not in ("train", "test", "all"):
+        raise UserError(f"{name} split must be train, test or all, got {split!r}")
+
+
+def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low or (
+            high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise UserError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def _render(rng: np.random.Generator, images: torch.Tensor, img_idx: np.ndarray, kind: np.ndarray,
+            colour: np.ndarray, outline: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray,
+            angle: np.ndarray, aspect: np.ndarray, supersample: int = 2) -> None:
+    """Composite objects onto ``images`` in place, in the given order (later objects on top)."""
+    from vislearn.data import _draw
+
+    size = images.shape[-1]
+    cols = _draw.jittered_colours(rng, colour)
+    chunk = max(1, (1 << 22) // (size * size * supersample * supersample))
+    for a in range(0, len(kind), chunk):
+        sl = slice(a, a + chunk)
+        cov = _draw.object_masks(kind[sl], cx[sl], cy[sl], radius[sl], angle[sl], aspect[sl], size,
+                                 supersample, outline[sl], thickness=max(1.5, size / 14)).unsqueeze(1)
+        idx = torch.from_numpy(img_idx[sl])
+        images[idx] = images[idx] * (1 - cov) + cols[sl, :, None, None] * cov
+
+
+@functools.lru_cache(maxsize=16)
+def _shapes_classification_arrays(stream: int, num_classes: int, samples_per_class: int, image_size: int,
+                                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from vislearn.data import _draw
+
+    rng = np.random.default_rng([seed, stream, 0x5A7E])
+    n = num_classes * samples_per_class
+    y = np.repeat(np.arange(num_classes), samples_per_class)
+    combos = np.array(_shape_classes()[:num_classes])[y]
+    images = _draw.textured_backgrounds(rng, n, image_size)
+    s = float(image_size)
+    radius = rng.uniform(0.26, 0.42, n) * s
+    cx = rng.uniform(radius, s - radius)
+    cy = rng.uniform(radius, s - radius)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    aspect = np.exp(rng.uniform(-0.15, 0.15, n))
+    _render(rng, images, np.arange(n), combos[:, 0], combos[:, 1], combos[:, 2] == 1, cx, cy, radius, angle,
+            aspect)
+    perm = torch.from_numpy(rng.permutation(n))
+    return images[perm].contiguous(), torch.from_numpy(y)[perm].contiguous()
+
+
+def shapes_classification(split: str = "train", num_classes: int = 10, samples_per_class: int = 100,
+                          image_size: int = 32, seed: int = 0, transform: Callable | None = None,
+                          ) -> TensorImageDataset:
+    """Procedural shape classification: each class is one (fill, colour, shape) combination.
+
+    10 shapes × 8 colours × 2 fills (solid, outline) give ``len(SHAPE_CLASSES) == 160`` classes; the first
+    ``num_classes`` of a fixed shuffled order are used. Each image is one shape at a random position,
+    scale (26–42 % of the side as half-extent), rotation and slight stretch, with a jittered colour, on a
+    textured low-saturation background, anti-aliased (2× supersampling).
+
+    Args:
+        split: ``"train"`` and ``"test"`` are independent draws (disjoint samples of the same classes),
+            ``samples_per_class`` each; ``"all"`` is train followed by test.
+        num_classes: 1..160.
+        samples_per_class: images per class in each split.
+        image_size: side in pixels (>= 8).
+        seed: the same arguments give the same images; the arrays are cached in-process, so treat the
+            returned ``.images`` as read-only.
+
+    Returns:
+        ``TensorImageDataset`` with images N×3×S×S in [0, 1], long targets and ``.classes`` names.
+    """
+    _check_split("shapes_classification", split)
+    _check_int("num_classes", num_classes, 1, len(SHAPE_CLASSES))
+    _check_int("samples_per_class", samples_per_class, 1)
+    _check_int("image_size", image_size, 8)
+    streams = [0, 1] if split == "all" else [_SPLIT_STREAM[split]]
+    parts = [_shapes_classification_arrays(st, num_classes, samples_per_class, image_size, int(seed))
+             for st in streams]
+    x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+    y = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+    return TensorImageDataset(x, y, transform, classes=SHAPE_CLASSES[:num_classes])
