@@ -22,7 +22,7 @@ def run(args) -> int:
 
     from vislearn.errors import UserError
     from vislearn.recipes import get_recipe
-    from vislearn.train import Trainer
+    from vislearn.train import Trainer, seed_everything
 
     recipe = get_recipe(args.recipe)
     cfg = recipe.config(args.preset, args.overrides)
@@ -33,6 +33,7 @@ def run(args) -> int:
     out = Path(args.out)
     if not args.resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    seed_everything(cfg.seed)  # model initialisation is part of the run: make it reproducible
     task = recipe.build(cfg, args.data)
     result = Trainer(cfg, task, out, resume=args.resume, config_record=record).fit()
     if result.interrupted:

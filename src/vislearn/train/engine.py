@@ -299,6 +299,8 @@ class Trainer:
             self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         else:
             self.wrapped = module
+        if c.precision == "fp16" and self.device.type != "cuda":
+            raise UserError("precision fp16 needs CUDA; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
         self.ema = None
         if c.ema_decay > 0:
@@ -359,8 +361,12 @@ class Trainer:
         indices = list(self.sampler)
         b = self.local_batch
         batches = [indices[i * b:(i + 1) * b] for i in range(self.batch_in_epoch, self.steps_per_epoch)]
+        # A dedicated generator: creating the iterator must not consume the global RNG, or a run
+        # resumed mid-epoch would draw different augmentations from an uninterrupted one.
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
         return DataLoader(self.task.train_set, batch_sampler=batches, num_workers=self.cfg.num_workers,
-                          collate_fn=self.task.collate_fn, pin_memory=self.device.type == "cuda")
+                          collate_fn=self.task.collate_fn, pin_memory=self.device.type == "cuda",
+                          generator=gen)
 
     def eval_loader(self) -> DataLoader | None:
         if self.task.eval_set is None:
