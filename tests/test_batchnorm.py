@@ -1,0 +1,172 @@
+"""The paper's BN (Alg. 1/2) against torch.nn.BatchNorm, gradcheck, bad input, population statistics."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vislearn.errors import UserError
+from vislearn.nn import BatchNorm1d, BatchNorm2d, batch_norm_train, recompute_population_statistics
+
+
+def _pair(ours_cls, torch_cls, n, dtype=torch.float64, **kw):
+    ours, ref = ours_cls(n, **kw).to(dtype), torch_cls(n, **kw).to(dtype)
+    if ours.weight is not None:
+        with torch.no_grad():
+            ours.weight.uniform_(0.5, 1.5)
+            ours.bias.normal_()
+            ref.weight.copy_(ours.weight)
+            ref.bias.copy_(ours.bias)
+    return ours, ref
+
+
+@pytest.mark.parametrize("shape,cls,tcls", [
+    ((7, 5), BatchNorm1d, nn.BatchNorm1d),
+    ((3, 5, 11), BatchNorm1d, nn.BatchNorm1d),
+    ((2, 5, 7, 9), BatchNorm2d, nn.BatchNorm2d),
+    ((3, 5, 1, 13), BatchNorm2d, nn.BatchNorm2d),
+])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_matches_torch_forward_backward_and_running_stats(shape, cls, tcls, affine, momentum):
+    ours, ref = _pair(cls, tcls, shape[1], affine=affine, momentum=momentum, eps=1e-3)
+    for step in range(3):
+        x = (torch.randn(*shape, dtype=torch.float64) * 3 + step).requires_grad_()
+        g = torch.randn(*shape, dtype=torch.float64)
+        y1, y2 = ours(x), ref(x)
+        torch.testing.assert_close(y1, y2, rtol=1e-10, atol=1e-10)
+        params1 = [x] + ([ours.weight, ours.bias] if affine else [])
+        params2 = [x] + ([ref.weight, ref.bias] if affine else [])
+        for a, b in zip(torch.autograd.grad(y1, params1, g), torch.autograd.grad(y2, params2, g)):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean)
+        torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    ours.eval(), ref.eval()
+    x = torch.randn(*shape, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-10, atol=1e-10)
+    # state dicts interchange with torch's
+    ref.load_state_dict(ours.state_dict())
+
+
+def test_float32_matches_torch():
+    ours, ref = _pair(BatchNorm2d, nn.BatchNorm2d, 6, dtype=torch.float32)
+    x = torch.randn(4, 6, 5, 3, requires_grad=True)
+    y1, y2 = ours(x), ref(x)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    g1 = torch.autograd.grad(y1.square().sum(), x)[0]
+    g2 = torch.autograd.grad(y2.square().sum(), x)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcheck_paper_backward():
+    x = torch.randn(4, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, dtype=torch.float64).add(0.5).requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: batch_norm_train(x, w, b, 1e-3)[0], (x, w, b))
+    x1 = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: batch_norm_train(x, None, None, 1e-5)[0], (x1,))
+    layer = BatchNorm1d(4).double()
+    assert torch.autograd.gradcheck(layer, (x1,))
+
+
+def test_hand_computed_case():
+    # two samples, one feature: μ = 2, σ² = 1 (biased), x̂ = ∓1/√(1+ε); γ = 2, β = 1
+    layer = BatchNorm1d(1, eps=0.0 + 1e-12, momentum=1.0).double()
+    with torch.no_grad():
+        layer.weight.fill_(2.0)
+        layer.bias.fill_(1.0)
+    y = layer(torch.tensor([[1.0], [3.0]], dtype=torch.float64))
+    torch.testing.assert_close(y, torch.tensor([[-1.0], [3.0]], dtype=torch.float64))
+    # momentum 1: running = this batch; unbiased variance m/(m−1)·σ² = 2
+    assert float(layer.running_mean) == 2.0 and float(layer.running_var) == pytest.approx(2.0)
+
+
+def test_bad_input():
+    layer = BatchNorm1d(3)
+    with pytest.raises(UserError, match="more than 1 value per channel"):
+        layer(torch.randn(1, 3))
+    with pytest.raises(ValueError):  # torch raises the same type for the same mistake
+        nn.BatchNorm1d(3)(torch.randn(1, 3))
+    layer.eval()
+    assert layer(torch.randn(1, 3)).shape == (1, 3)  # eval mode uses population statistics: fine
+    layer.train()
+    x = torch.randn(4, 3)
+    x[2, 1] = float("nan")
+    before = layer.running_mean.clone(), layer.running_var.clone(), int(layer.num_batches_tracked)
+    with pytest.raises(UserError, match="NaN/inf"):
+        layer(x)
+    x[2, 1] = float("inf")
+    with pytest.raises(UserError, match="NaN/inf"):
+        layer(x)
+    assert torch.equal(layer.running_mean, before[0]) and torch.equal(layer.running_var, before[1])
+    assert int(layer.num_batches_tracked) == before[2]
+    with pytest.raises(UserError, match="expected 4D"):
+        BatchNorm2d(3)(torch.randn(2, 3))
+    with pytest.raises(UserError, match="channels"):
+        BatchNorm2d(3)(torch.randn(2, 4, 3, 3))
+    with pytest.raises(UserError, match="num_features"):
+        BatchNorm2d(0)
+
+
+def test_bf16_input_keeps_dtype_and_float32_statistics():
+    layer = BatchNorm2d(4)
+    x = torch.randn(3, 4, 5, 5)
+    y = layer(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and layer.running_mean.dtype == torch.float32
+    torch.testing.assert_close(y.float(), nn.BatchNorm2d(4)(x), atol=0.05, rtol=0.02)
+
+
+def _net(bn_cls):
+    return nn.Sequential(nn.Conv2d(2, 4, 3), bn_cls(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3), BatchNorm1d(3) if bn_cls is BatchNorm2d else nn.BatchNorm1d(3))
+
+
+@pytest.mark.parametrize("bn_cls", [BatchNorm2d, nn.BatchNorm2d])
+def test_population_statistics_is_the_papers_estimator(bn_cls):
+    torch.manual_seed(1)
+    batches = [(torch.randn(5, 2, 6, 6) + i, torch.zeros(5)) for i in range(4)]
+    model = _net(bn_cls)
+    model[0].train(False)  # a mixed mode to restore
+    modes = [m.training for m in model.modules()]
+    info = recompute_population_statistics(model, iter(batches), num_batches=3)
+    assert info == {"layers": 2, "batches": 3}
+    assert [m.training for m in model.modules()] == modes
+    assert int(model[1].num_batches_tracked) == 0
+    # oracle: E_B[μ_B] and E_B[m/(m−1)·σ²_B] computed directly on the conv output
+    with torch.no_grad():
+        z = [model[0](x) for x, _ in batches[:3]]
+        mu = torch.stack([t.mean((0, 2, 3)) for t in z]).mean(0)
+        var = torch.stack([t.var((0, 2, 3), unbiased=True) for t in z]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[1].running_var, var, rtol=1e-5, atol=1e-6)
+
+
+def test_population_statistics_matches_torch_cumulative_average():
+    # torch's momentum=None keeps the cumulative average of μ_B and unbiased σ²_B: the same estimator
+    torch.manual_seed(2)
+    data = [torch.randn(8, 3, 4, 4) * 2 + 1 for _ in range(5)]
+    ref = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, momentum=None))
+    ours = nn.Sequential(nn.Conv2d(3, 3, 1), BatchNorm2d(3))
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        for x in data:
+            ref(x)
+    recompute_population_statistics(ours, data, num_batches=10)  # the loader ends first: 5 batches
+    torch.testing.assert_close(ours[1].running_mean, ref[1].running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours[1].running_var, ref[1].running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_population_statistics_errors_leave_statistics_unchanged():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    before = model[1].running_mean.clone()
+    bad = torch.randn(4, 3)
+    bad[0, 0] = float("nan")
+    with pytest.raises(UserError, match="NaN/inf"):
+        recompute_population_statistics(model, [torch.randn(4, 3), bad], num_batches=2)
+    assert torch.equal(model[1].running_mean, before) and model.training
+    with pytest.raises(UserError, match="no batches"):
+        recompute_population_statistics(model, [], num_batches=2)
+    with pytest.raises(UserError, match="num_batches"):
+        recompute_population_statistics(model, [bad], num_batches=0)
+    with pytest.raises(UserError, match="no BatchNorm"):
+        recompute_population_statistics(nn.Linear(2, 2), [bad], num_batches=1)
