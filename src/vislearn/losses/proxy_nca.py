@@ -1,0 +1,215 @@
+"""Proxy-NCA: distance metric learning against learned class proxies.
+
+Movshovitz-Attias, Toshev, Leung, Ioffe, Singh, "No Fuss Distance Metric Learning using Proxies",
+ICCV 2017 (arXiv 1703.07464). A data point ``x`` with label ``y`` is pulled towards the proxy of its
+class and pushed away from every other proxy with the NCA loss (Sec. 4, Eq. 9 of the arXiv version)::
+
+    L(x, y) = -log( exp(-d(x, p_y)) / Σ_{z ≠ y} exp(-d(x, p_z)) ),   d(a, b) = ||a/|a| - b/|b| ||²
+
+i.e. squared Euclidean distance between the L2-normalised embedding and L2-normalised proxies, with
+the positive proxy *excluded* from the denominator (so the loss can be negative). ``scale`` multiplies
+the squared distances (``scale=1`` is the paper's formula; larger values sharpen the softmax).
+
+Proxy assignment (Sec. 3.2):
+
+* **static** (``num_proxies`` = ``num_classes``, the default): proxy ``c`` belongs to class ``c``.
+* **dynamic** (``num_proxies`` different from the class count): each class present in the batch is
+  assigned the proxy nearest to it (smallest mean squared distance over the batch's samples of that
+  class, the paper's ``p(u) = argmin_p d(u, p)`` applied per class); every other proxy is a
+  negative. Several classes may share a proxy when there are fewer proxies than classes. The
+  assignment is re-computed at every step (no gradient flows through the argmin). Under DDP each
+  process assigns from its own share of the batch.
+
+Differences from pytorch-metric-learning's ``ProxyNCALoss`` (PML 2.x): PML keeps the positive
+proxy in the denominator (a softmax cross-entropy over ``-softmax_scale · d``), drops samples whose
+softmax probability underflows to exactly 0, and initialises proxies with Xavier-normal. With
+``exclude_positive=False`` and ``scale=softmax_scale`` this module computes PML's value exactly (a
+test checks it with PML's proxies copied in).
+
+Implementation: distances come from one matrix product, ``d = |x|² + |p|² - 2 x·p`` (B × P), never a
+B × P × D tensor, and the loss is a log-sum-exp, so 100k classes fit in memory and nothing overflows.
+The loss math runs in float32 even under bf16/fp16 autocast.
+
+Bad input: labels outside ``[0, num_classes)``, NaN/inf embeddings, a wrong embedding width or
+mismatched lengths raise :class:`~vislearn.errors.UserError`. A batch whose samples all share one
+class is *fine* for Proxy-NCA (the negatives are proxies, not other samples), so it is not an error.
+
+Example::
+
+    loss_fn = ProxyNCALoss(num_classes=100, embedding_dim=64)
+    groups = loss_fn.param_groups(model.parameters(), lr_mult=100.0)  # proxies at 100× the lr
+    loss = loss_fn(model(images), labels)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vislearn.errors import UserError
+
+__all__ = ["ProxyNCALoss", "proxy_nca_loss", "squared_distances"]
+
+
+def squared_distances(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``||x_i - p_j||²`` for all pairs (B × P) as ``|x|² + |p|² - 2 x·p``: one matmul, no B×P×D tensor."""
+    xx = x.pow(2).sum(1, keepdim=True)
+    pp = p.pow(2).sum(1)
+    return torch.addmm(pp.unsqueeze(0), x, p.t(), beta=1.0, alpha=-2.0).add_(xx)
+
+
+def proxy_nca_loss(embeddings: torch.Tensor, proxies: torch.Tensor, targets: torch.Tensor,
+                   scale: float = 1.0, exclude_positive: bool = True, normalize: bool = True,
+                   reduction: str = "mean") -> torch.Tensor:
+    """The stateless Proxy-NCA loss.
+
+    Args:
+        embeddings: B × D.
+        proxies: P × D.
+        targets: B proxy indices (the positive proxy of each sample).
+        scale: multiplies the squared distances (1: the paper's Eq. 9).
+        exclude_positive: leave the positive proxy out of the denominator (the paper); ``False``
+            gives the softmax cross-entropy over ``-scale·d`` (pytorch-metric-learning's form).
+        normalize: L2-normalise embeddings and proxies first (the paper does).
+        reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"``.
+    """
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
+        proxies = F.normalize(proxies, dim=1)
+    logits = squared_distances(embeddings, proxies).mul_(-scale)  # B × P, = -scale · d
+    idx = targets.unsqueeze(1)
+    positive = logits.gather(1, idx).squeeze(1)  # -scale · d(x, p_y)
+    if exclude_positive:
+        logits = logits.scatter(1, idx, float("-inf"))
+    losses = torch.logsumexp(logits, dim=1) - positive
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "none":
+        return losses
+    raise UserError(f"reduction must be mean, sum or none, got {reduction!r}")
+
+
+class ProxyNCALoss(nn.Module):
+    """Proxy-NCA loss with learned proxies (Movshovitz-Attias et al. 2017, Sec. 3-4).
+
+    Args:
+        num_classes: labels are in ``[0, num_classes)``.
+        embedding_dim: width D of the embeddings (and proxies).
+        num_proxies: number of proxies; ``None`` means one per class (static assignment). Any other
+            value selects dynamic assignment (Sec. 3.2).
+        scale: multiplies the squared distances inside the exponent (1 = the paper's formula).
+        exclude_positive: the paper's denominator (over negatives only). ``False`` gives
+            pytorch-metric-learning's variant.
+        assignment: ``"auto"`` (static when ``num_proxies`` equals ``num_classes``, else dynamic),
+            ``"static"`` or ``"dynamic"``.
+        proxy_init_std: proxies start as N(0, std²) rows (their scale is irrelevant after
+            normalisation; it matters for the optimizer's step size relative to the proxy norm).
+
+    ``forward(embeddings B×D, labels B) -> scalar`` (mean over the batch).
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, num_proxies: int | None = None,
+                 scale: float = 1.0, exclude_positive: bool = True, assignment: str = "auto",
+                 proxy_init_std: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
+        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise UserError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
+        if num_proxies is None:
+            num_proxies = num_classes
+        if isinstance(num_proxies, bool) or not isinstance(num_proxies, int) or num_proxies < 1:
+            raise UserError(f"num_proxies must be a positive int or None, got {num_proxies!r}")
+        if exclude_positive and num_proxies < 2:
+            raise UserError(f"num_proxies must be >= 2 when the positive is excluded from the denominator "
+                            f"(no negatives otherwise), got {num_proxies}")
+        if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise UserError(f"scale must be a positive finite number, got {scale!r}")
+        if not isinstance(proxy_init_std, (int, float)) or not proxy_init_std > 0:
+            raise UserError(f"proxy_init_std must be positive, got {proxy_init_std!r}")
+        if assignment not in ("auto", "static", "dynamic"):
+            raise UserError(f"assignment must be auto, static or dynamic, got {assignment!r}")
+        if assignment == "auto":
+            assignment = "static" if num_proxies == num_classes else "dynamic"
+        if assignment == "static" and num_proxies != num_classes:
+            raise UserError(f"static assignment needs one proxy per class: num_proxies={num_proxies} but "
+                            f"num_classes={num_classes} (use assignment='dynamic')")
+        self.num_classes, self.embedding_dim, self.num_proxies = num_classes, embedding_dim, num_proxies
+        self.scale, self.exclude_positive, self.assignment = float(scale), bool(exclude_positive), assignment
+        self.proxies = nn.Parameter(torch.randn(num_proxies, embedding_dim) * proxy_init_std)
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, "
+                f"num_proxies={self.num_proxies}, scale={self.scale}, exclude_positive={self.exclude_positive}, "
+                f"assignment={self.assignment!r}")
+
+    def param_groups(self, model_params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+                     lr_mult: float = 1.0, proxy_weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer groups: the model's parameters, then the proxies at ``lr_mult`` × the base lr.
+
+        ``model_params`` may be parameters or already-built groups (kept as they are). The proxies get
+        ``weight_decay=proxy_weight_decay`` (0 by default: they are normalised in the loss, so decay
+        would only shrink their norm and inflate their effective step). The engine multiplies each
+        group's lr by its ``lr_mult`` (the paper trains proxies with a much higher lr).
+        """
+        if not isinstance(lr_mult, (int, float)) or not lr_mult > 0:
+            raise UserError(f"lr_mult must be positive, got {lr_mult!r}")
+        items = list(model_params)
+        proxy_id = id(self.proxies)
+        if items and isinstance(items[0], dict):
+            groups = [dict(g) for g in items]
+        else:
+            groups = [{"params": [p for p in items if id(p) != proxy_id and p.requires_grad]}]
+        groups = [g for g in groups if list(g["params"])]
+        groups.append({"params": [self.proxies], "lr_mult": float(lr_mult), "weight_decay": proxy_weight_decay})
+        return groups
+
+    def _check(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        if not isinstance(embeddings, torch.Tensor) or not torch.is_floating_point(embeddings):
+            raise UserError(f"ProxyNCALoss: embeddings must be a float tensor, got "
+                            f"{getattr(embeddings, 'dtype', type(embeddings).__name__)}")
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise UserError(f"ProxyNCALoss: embeddings must be B×{self.embedding_dim}, got shape "
+                            f"{tuple(embeddings.shape)}")
+        if embeddings.shape[0] == 0:
+            raise UserError("ProxyNCALoss: empty batch")
+        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+                or labels.dim() != 1:
+            raise UserError(f"ProxyNCALoss: labels must be a 1-D integer tensor, got "
+                            f"{getattr(labels, 'dtype', type(labels).__name__)} "
+                            f"shape {tuple(getattr(labels, 'shape', ()))}")
+        if labels.shape[0] != embeddings.shape[0]:
+            raise UserError(f"ProxyNCALoss: {embeddings.shape[0]} embeddings but {labels.shape[0]} labels")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= self.num_classes:
+            bad = lo if lo < 0 else hi
+            raise UserError(f"ProxyNCALoss: label {bad} is outside [0, {self.num_classes})")
+        if not bool(torch.isfinite(embeddings.detach()).all()):
+            raise UserError("ProxyNCALoss: embeddings contain NaN or inf")
+
+    @torch.no_grad()
+    def assign(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The positive proxy index of each sample (static: its label; dynamic: its class's nearest proxy)."""
+        if self.assignment == "static":
+            return labels
+        x = F.normalize(embeddings.detach().float(), dim=1)
+        p = F.normalize(self.proxies.detach().float(), dim=1)
+        d = squared_distances(x, p)  # B × P
+        classes, inverse = torch.unique(labels, return_inverse=True)
+        per_class = torch.zeros(len(classes), d.shape[1], dtype=d.dtype, device=d.device)
+        per_class.index_add_(0, inverse, d)  # sum over a class's samples; argmin of the sum = of the mean
+        return per_class.argmin(1)[inverse]
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._check(embeddings, labels)
+        labels = labels.to(device=embeddings.device, dtype=torch.long)
+        targets = self.assign(embeddings, labels)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return proxy_nca_loss(embeddings.float(), self.proxies.float(), targets, scale=self.scale,
+                                  exclude_positive=self.exclude_positive)

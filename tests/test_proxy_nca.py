@@ -1,0 +1,162 @@
+"""Proxy-NCA loss: closed form, pytorch-metric-learning equivalence, assignment, groups, bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vislearn.errors import UserError
+from vislearn.losses import ProxyNCALoss, proxy_nca_loss
+
+
+def test_reexported():
+    import vislearn.losses as L
+
+    assert L.ProxyNCALoss is ProxyNCALoss and hasattr(L, "TripletLoss")
+
+
+def test_closed_form_2x3():
+    """Hand-computed: 2 samples, 3 unit proxies in 2-D, positive excluded from the denominator."""
+    loss_fn = ProxyNCALoss(num_classes=3, embedding_dim=2)
+    with torch.no_grad():
+        loss_fn.proxies.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    x = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # normalised: e1, e2
+    y = torch.tensor([0, 2])
+    # sample 0 (e1), class 0: d = 0 to p0, 2 to p1, 4 to p2 -> L = 0 + log(e^-2 + e^-4)
+    l0 = 0.0 + math.log(math.exp(-2) + math.exp(-4))
+    # sample 1 (e2), class 2: d = 2 to p2 (positive), 2 to p0, 0 to p1 -> L = 2 + log(e^-2 + e^0)
+    l1 = 2.0 + math.log(math.exp(-2) + 1.0)
+    assert loss_fn(x, y).item() == pytest.approx((l0 + l1) / 2, abs=1e-6)
+    # scale multiplies the squared distances
+    loss3 = ProxyNCALoss(3, 2, scale=3.0)
+    loss3.proxies.data.copy_(loss_fn.proxies.data)
+    l0s = 0.0 + math.log(math.exp(-6) + math.exp(-12))
+    l1s = 6.0 + math.log(math.exp(-6) + 1.0)
+    assert loss3(x, y).item() == pytest.approx((l0s + l1s) / 2, abs=1e-5)
+
+
+def test_against_brute_force_random():
+    torch.manual_seed(1)
+    b, c, d = 16, 10, 8
+    x, p, y = torch.randn(b, d), torch.randn(c, d), torch.randint(0, c, (b,))
+    xn, pn = F.normalize(x, dim=1), F.normalize(p, dim=1)
+    ref = []
+    for i in range(b):
+        dist = ((xn[i] - pn) ** 2).sum(1) * 2.5
+        neg = torch.cat([dist[:y[i]], dist[y[i] + 1:]])
+        ref.append(-torch.log(torch.exp(-dist[y[i]]) / torch.exp(-neg).sum()))
+    got = proxy_nca_loss(x, p, y, scale=2.5)
+    assert got.item() == pytest.approx(torch.stack(ref).mean().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_equals_pml_with_positive_kept(scale):
+    from pytorch_metric_learning.losses import ProxyNCALoss as PMLProxyNCA
+
+    torch.manual_seed(0)
+    n_cls, dim = 12, 16
+    pml = PMLProxyNCA(num_classes=n_cls, embedding_size=dim, softmax_scale=scale)
+    ours = ProxyNCALoss(n_cls, dim, scale=scale, exclude_positive=False)
+    with torch.no_grad():
+        ours.proxies.copy_(pml.proxies)
+    x = torch.randn(20, dim, requires_grad=True)
+    y = torch.randint(0, n_cls, (20,))
+    a, b = ours(x, y), pml(x, y)
+    assert a.item() == pytest.approx(b.item(), abs=1e-5)
+    ga, = torch.autograd.grad(a, x)
+    x2 = x.detach().clone().requires_grad_(True)
+    gb, = torch.autograd.grad(pml(x2, y), x2)
+    assert torch.allclose(ga, gb, atol=1e-6)
+    # the paper's form (positive excluded) differs and is smaller
+    paper = ProxyNCALoss(n_cls, dim, scale=scale)
+    paper.proxies.data.copy_(pml.proxies.data)
+    assert paper(x, y).item() < a.item() - 1e-3
+
+
+def test_dynamic_assignment_nearest_proxy():
+    loss_fn = ProxyNCALoss(num_classes=4, embedding_dim=2, num_proxies=2)
+    assert loss_fn.assignment == "dynamic"
+    loss_fn.proxies.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[1.0, 0.1], [0.9, -0.1], [0.1, 1.0], [0.2, 0.9], [0.6, 0.5]])
+    y = torch.tensor([3, 3, 1, 1, 0])
+    t = loss_fn.assign(x, y)
+    assert t.tolist() == [0, 0, 1, 1, 0]
+    # the loss uses those targets
+    ref = proxy_nca_loss(x, loss_fn.proxies, t)
+    assert loss_fn(x, y).item() == pytest.approx(ref.item(), abs=1e-6)
+    # a class votes with all its samples: mean distance decides
+    t2 = loss_fn.assign(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]]), torch.tensor([2, 2, 2]))
+    assert t2.tolist() == [1, 1, 1]
+
+
+def test_large_class_count_no_bxcxd_and_stable():
+    loss_fn = ProxyNCALoss(num_classes=20000, embedding_dim=32, scale=50.0)
+    x = torch.randn(64, 32, requires_grad=True)
+    y = torch.randint(0, 20000, (64,))
+    loss = loss_fn(x, y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(loss_fn.proxies.grad).all()
+
+
+def test_single_class_batch_is_fine_and_bf16_autocast():
+    loss_fn = ProxyNCALoss(5, 8)
+    x = torch.randn(6, 8)
+    y = torch.full((6,), 3)
+    assert torch.isfinite(loss_fn(x, y))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = loss_fn(x.bfloat16(), y)
+    assert v.dtype == torch.float32
+    assert v.item() == pytest.approx(loss_fn(x.bfloat16().float(), y).item(), abs=1e-5)
+
+
+def test_param_groups():
+    model = torch.nn.Linear(4, 8)
+    loss_fn = ProxyNCALoss(3, 8)
+    groups = loss_fn.param_groups(model.parameters(), lr_mult=100.0)
+    assert len(groups) == 2 and groups[1]["params"][0] is loss_fn.proxies
+    assert groups[1]["lr_mult"] == 100.0 and groups[1]["weight_decay"] == 0.0
+    from vislearn.train.optim import build_optimizer
+
+    opt = build_optimizer("rmsprop", groups, lr=1e-3)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 0.1])
+    # a module holding both model and loss: proxies are not duplicated in the first group
+    both = torch.nn.ModuleDict({"m": model, "l": loss_fn})
+    groups = loss_fn.param_groups(both.parameters(), lr_mult=10.0)
+    assert sum(len(g["params"]) for g in groups) == 3
+    with pytest.raises(UserError, match="lr_mult"):
+        loss_fn.param_groups(model.parameters(), lr_mult=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_classes=0, embedding_dim=4), "num_classes"),
+    (dict(num_classes=3, embedding_dim=-1), "embedding_dim"),
+    (dict(num_classes=3, embedding_dim=4, scale=0.0), "scale"),
+    (dict(num_classes=3, embedding_dim=4, scale=float("nan")), "scale"),
+    (dict(num_classes=3, embedding_dim=4, num_proxies=1), "num_proxies"),
+    (dict(num_classes=3, embedding_dim=4, num_proxies=2, assignment="static"), "static"),
+    (dict(num_classes=3, embedding_dim=4, assignment="nearest"), "assignment"),
+])
+def test_init_validation(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        ProxyNCALoss(**kwargs)
+
+
+def test_forward_bad_input():
+    loss_fn = ProxyNCALoss(4, 8)
+    x = torch.randn(3, 8)
+    with pytest.raises(UserError, match="label 4 is outside"):
+        loss_fn(x, torch.tensor([0, 1, 4]))
+    with pytest.raises(UserError, match="label -1"):
+        loss_fn(x, torch.tensor([0, -1, 2]))
+    bad = x.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(UserError, match="NaN"):
+        loss_fn(bad, torch.tensor([0, 1, 2]))
+    with pytest.raises(UserError, match="B×8"):
+        loss_fn(torch.randn(3, 5), torch.tensor([0, 1, 2]))
+    with pytest.raises(UserError, match="3 embeddings but 2 labels"):
+        loss_fn(x, torch.tensor([0, 1]))
+    with pytest.raises(UserError, match="integer"):
+        loss_fn(x, torch.tensor([0.0, 1.0, 2.0]))
