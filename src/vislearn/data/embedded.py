@@ -184,3 +184,91 @@ def shapes_classification(split: str = "train", num_classes: int = 10, samples_p
     x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
     y = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
     return TensorImageDataset(x, y, transform, classes=SHAPE_CLASSES[:num_classes])
+
+
+# ----------------------------------------------------------------------------------------------------
+# photos: scikit-image's bundled sample images (no download)
+# ----------------------------------------------------------------------------------------------------
+
+PHOTO_NAMES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "text", "page", "camera", "coins",
+                                "moon", "clock", "immunohistochemistry", "hubble_deep_field", "colorwheel",
+                                "grass", "gravel", "brick")
+"""Every name ``photos`` accepts (all ship with scikit-image)."""
+
+DEFAULT_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "text", "page", "camera",
+                                   "coins", "moon", "clock")
+"""What ``photos()`` returns by default: a face (astronaut), objects, a cat, text and grey scenes."""
+
+
+@functools.lru_cache(maxsize=64)
+def _photo(name: str, size: int | None) -> torch.Tensor:
+    import warnings
+
+    import skimage.data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = np.asarray(getattr(skimage.data, name)())
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    x = torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
+    x = x.unsqueeze(0).expand(3, -1, -1) if x.dim() == 2 else x[..., :3].permute(2, 0, 1)
+    if size is not None:
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+        x = F.interpolate(x[None], size=hw, mode="bilinear", antialias=scale < 1, align_corners=False)[0]
+    return x.clamp(0, 1).contiguous()
+
+
+def photos(names: list[str] | tuple[str, ...] | str | None = None, size: int | None = None,
+           ) -> dict[str, torch.Tensor]:
+    """scikit-image sample photos as 3×H×W float tensors in [0, 1] (grey ones repeated to 3 channels).
+
+    Args:
+        names: a name or list from ``PHOTO_NAMES``; ``None`` gives ``DEFAULT_PHOTOS``.
+        size: resize so the short side is ``size`` pixels (bilinear, antialiased when shrinking).
+
+    Returns:
+        ``{name: image}`` in the order asked; the tensors are cached, treat them as read-only.
+    """
+    if names is None:
+        names = DEFAULT_PHOTOS
+    elif isinstance(names, str):
+        names = (names,)
+    unknown = [n for n in names if n not in PHOTO_NAMES]
+    if unknown:
+        raise UserError(f"unknown photo(s) {', '.join(map(repr, unknown))}; available: {', '.join(PHOTO_NAMES)}")
+    if size is not None:
+        _check_int("photos size", size, 1)
+    return {n: _photo(n, None if size is None else int(size)) for n in names}
+
+
+def photo_crops(num_crops: int = 256, crop_size: int = 64, names: list[str] | tuple[str, ...] | None = None,
+                scale: tuple[float, float] = (0.1, 1.0), seed: int = 0, photo_size: int = 256,
+                transform: Callable | None = None) -> TensorImageDataset:
+    """Random square crops of the sample photos, resized to ``crop_size`` (e.g. for distortion studies).
+
+    Each crop picks a photo uniformly (target = its index in ``names``), a side of ``sqrt(area)`` of the
+    photo's short side with area uniform in ``scale``, and a uniform position; deterministic from ``seed``.
+    """
+    _check_int("num_crops", num_crops, 1)
+    _check_int("crop_size", crop_size, 1)
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise UserError(f"photo_crops scale must satisfy 0 < low <= high <= 1, got {scale}")
+    ims = photos(names, size=photo_size)
+    keys = list(ims)
+    rng = np.random.default_rng([seed, 0xC80B])
+    which = rng.integers(0, len(keys), num_crops)
+    frac = np.sqrt(rng.uniform(scale[0], scale[1], num_crops))
+    out = torch.empty(num_crops, 3, crop_size, crop_size)
+    for i in range(num_crops):
+        img = ims[keys[which[i]]]
+        h, w = img.shape[-2:]
+        side = max(1, int(round(frac[i] * min(h, w))))
+        y0 = int(rng.integers(0, h - side + 1))
+        x0 = int(rng.integers(0, w - side + 1))
+        crop = img[:, y0:y0 + side, x0:x0 + side]
+        out[i] = F.interpolate(crop[None], size=(crop_size, crop_size), mode="bilinear",
+                               antialias=side > crop_size, align_corners=False)[0]
+    return TensorImageDataset(out.clamp_(0, 1), torch.from_numpy(which), transform, classes=keys)
