@@ -36,7 +36,7 @@ def test_matches_torch_forward_backward_and_running_stats(shape, cls, tcls, affi
         torch.testing.assert_close(y1, y2, rtol=1e-10, atol=1e-10)
         params1 = [x] + ([ours.weight, ours.bias] if affine else [])
         params2 = [x] + ([ref.weight, ref.bias] if affine else [])
-        for a, b in zip(torch.autograd.grad(y1, params1, g), torch.autograd.grad(y2, params2, g)):
+        for a, b in zip(torch.autograd.grad(y1, params1, g), torch.autograd.grad(y2, params2, g), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(ours.running_mean, ref.running_mean)
         torch.testing.assert_close(ours.running_var, ref.running_var)

@@ -24,7 +24,8 @@ running statistics are touched, so a bad batch never poisons them.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn

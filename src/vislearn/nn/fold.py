@@ -116,7 +116,7 @@ def _structural_pairs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module,
         children = dict(parent.named_children())
         if _is_plain_sequential(parent):
             names = list(children)
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 if type(children[a]) in _PRODUCERS and is_batchnorm(children[b]):
                     pairs.append((parent, a, parent, b))
         for a, b in _known_pairs(parent):
