@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vislearn.errors import UserError
-from vislearn.train import TrainConfig, Trainer
+from vislearn.train import Trainer
 from vislearn.train.checkpoint import latest_checkpoint, load_safetensors
 from vislearn.train.schedules import lr_factor
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from vislearn.convert import create_model_from_weights, load_weights, read_state_dict, save_weights
 from vislearn.errors import UserError
 from vislearn.models import VisionModel, check_images, create_model, list_models
-from vislearn.train.checkpoint import (atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint)
+from vislearn.train.checkpoint import atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 def test_list_models_includes_mlp_and_filters():

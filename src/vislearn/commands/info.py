@@ -9,9 +9,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vislearn.reproduce.results import machine_info
-
     import vislearn
+    from vislearn.reproduce.results import machine_info
 
     info = {"vislearn": vislearn.__version__, **machine_info()}
     import torch

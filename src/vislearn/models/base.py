@@ -8,8 +8,8 @@ dicts stay key-compatible with torchvision/timm, and our weight files record it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

@@ -9,8 +9,9 @@ weights from a local path: our safetensors file, or a peer's checkpoint that a c
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 

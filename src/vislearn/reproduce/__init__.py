@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from vislearn._discover import import_submodules
 from vislearn.errors import UserError
@@ -27,7 +28,7 @@ from vislearn.errors import UserError
 @dataclass(frozen=True)
 class Reproduction:
     name: str
-    fn: Callable[["ReproContext"], "Outcome"]
+    fn: Callable[[ReproContext], Outcome]
     paper: str
     claim: str
     criterion: str

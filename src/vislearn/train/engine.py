@@ -32,9 +32,10 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vislearn.errors import UserError
 from vislearn.train import checkpoint as ckpt
-from vislearn.train.distributed import DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed
+from vislearn.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+)
 from vislearn.train.optim import build_optimizer
 from vislearn.train.schedules import lr_factor
 
@@ -494,7 +501,7 @@ class Trainer:
             return
         keys = sorted(logs)
         values = all_reduce_mean(torch.stack([logs[k].to(self.device) for k in keys]) / n, self.dist)
-        record = {"step": self.step, "split": "train", **{k: float(v) for k, v in zip(keys, values)},
+        record = {"step": self.step, "split": "train", **{k: float(v) for k, v in zip(keys, values, strict=True)},
                   "steps_per_s": n / max(time.time() - t0, 1e-9)}
         if not math.isfinite(record.get("loss", 0.0)):
             raise FloatingPointError(f"loss is {record['loss']} at step {self.step}; lower the learning rate "

@@ -6,7 +6,8 @@ example Proxy-NCA's proxies at a higher rate), which the engine applies on top o
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
