@@ -112,7 +112,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
 
     c1, c2 = curve(tmp_path / "one"), curve(tmp_path / "two")
     assert [s for s, _ in c1] == [s for s, _ in c2] == list(range(5, 41, 5))
-    for (_, l1), (_, l2) in zip(c1, c2):
+    for (_, l1), (_, l2) in zip(c1, c2, strict=True):
         assert math.isclose(l1, l2, rel_tol=1e-4), (c1, c2)
     w1 = load_safetensors(tmp_path / "one" / "model.safetensors")
     w2 = load_safetensors(tmp_path / "two" / "model.safetensors")
