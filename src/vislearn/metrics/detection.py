@@ -1,0 +1,380 @@
+"""COCO-style detection and proposal metrics, vectorised, matching pycocotools' ``COCOeval`` exactly.
+
+The protocol is COCOeval's (``pycocotools/cocoeval.py``), which the tests use as the oracle:
+
+* per image (and per category unless class-agnostic), detections are sorted by score (stable) and
+  cut to the largest ``max_dets``; each detection in turn takes the still-unmatched ground truth
+  with the highest IoU ``>= t`` (ties: the later box; ground truth outside the area range is
+  "ignored" and taken only when no regular box qualifies; a detection matched to an ignored box,
+  or unmatched and outside the area range, is ignored);
+* per category and ``max_dets``: the first ``max_dets`` detections of every image are pooled,
+  sorted by score (stable, image order breaks ties), precision is made monotone and read at the 101
+  recall points ``0, 0.01, …, 1`` (interpolated AP); recall is matched/ground-truth count;
+* AP is the mean of precision over IoU thresholds, recall points and categories that have ground
+  truth; categories without ground truth are left out (COCOeval's ``-1``).
+
+What differs from pycocotools: the greedy matching runs for all images at once, one detection rank
+per step over ``images × thresholds × boxes`` arrays (pycocotools loops in Python over images,
+categories, area ranges, thresholds, detections and boxes), and only one area range is evaluated at
+a time. Crowd annotations (``iscrowd``) are not supported: every ground-truth box is a regular one.
+IoU is the COCO box IoU (``w·h`` areas, no +1).
+
+Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K``, labels ``K``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from vislearn.errors import UserError
+
+__all__ = ["COCO_IOU_THRESHOLDS", "DetectionEvaluation", "DetectionEvaluator", "coco_map", "detection_map",
+           "evaluate_detections", "proposal_ap", "proposal_recall"]
+
+# COCOeval's defaults: IoU 0.50:0.05:0.95 and 101 recall points (np.linspace as pycocotools builds them).
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+REC_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+_BYTES_PER_CHUNK = 96 * 2**20
+
+
+@dataclass
+class DetectionEvaluation:
+    """COCOeval's ``precision`` (``T×R×K×M``) and ``recall`` (``T×K×M``) arrays for one area range.
+
+    ``-1`` marks a category without ground truth. :meth:`ap` and :meth:`ar` are COCOeval's
+    ``summarize`` for the area range evaluated.
+    """
+
+    precision: np.ndarray
+    recall: np.ndarray
+    iou_thresholds: np.ndarray
+    max_dets: tuple[int, ...]
+    categories: np.ndarray
+    num_gt: np.ndarray  # per category, non-ignored ground truth
+
+    def _sel(self, iou: float | None, max_det: int | None) -> tuple[np.ndarray, int]:
+        m = len(self.max_dets) - 1 if max_det is None else self.max_dets.index(max_det)
+        if iou is None:
+            return np.arange(len(self.iou_thresholds)), m
+        t = np.where(np.abs(self.iou_thresholds - iou) < 1e-9)[0]
+        if len(t) == 0:
+            raise UserError(f"IoU {iou} was not evaluated; thresholds: {self.iou_thresholds.tolist()}")
+        return t, m
+
+    def ap(self, iou: float | None = None, max_det: int | None = None) -> float:
+        """Mean precision over IoU thresholds (or the one given), recall points and categories."""
+        t, m = self._sel(iou, max_det)
+        s = self.precision[t, :, :, m]
+        s = s[s > -1]
+        return float(s.mean()) if s.size else -1.0
+
+    def ar(self, iou: float | None = None, max_det: int | None = None) -> float:
+        """Mean recall over IoU thresholds (or the one given) and categories."""
+        t, m = self._sel(iou, max_det)
+        s = self.recall[t, :, m]
+        s = s[s > -1]
+        return float(s.mean()) if s.size else -1.0
+
+    def per_category_ap(self, iou: float | None = None, max_det: int | None = None) -> dict[int, float]:
+        t, m = self._sel(iou, max_det)
+        out = {}
+        for k, c in enumerate(self.categories):
+            s = self.precision[t, :, k, m]
+            out[int(c)] = float(s.mean()) if (s > -1).all() else -1.0
+        return out
+
+
+def _as_np(x, shape_last: int | None, where: str, dtype=np.float64) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x, dtype=dtype)
+    if shape_last is not None:
+        if a.size == 0:
+            return a.reshape(0, shape_last)
+        if a.ndim != 2 or a.shape[1] != shape_last:
+            raise UserError(f"{where}: expected K×{shape_last}, got shape {a.shape}")
+    else:
+        a = a.reshape(-1)
+    return a
+
+
+def _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels) -> None:
+    n = len(gt_boxes)
+    for name, lst in (("dt_boxes", dt_boxes), ("dt_scores", dt_scores), ("dt_labels", dt_labels),
+                      ("gt_labels", gt_labels)):
+        if lst is not None and len(lst) != n:
+            raise UserError(f"{name} has {len(lst)} images but gt_boxes has {n}")
+
+
+def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels):
+    """Concatenate per-image lists into flat arrays with image indices; validate shapes and boxes."""
+    db, ds, dl, di, gb, gl, gi = [], [], [], [], [], [], []
+    for i in range(len(gt_boxes)):
+        b = _as_np(dt_boxes[i], 4, f"dt_boxes[{i}]")
+        s = _as_np(dt_scores[i], None, f"dt_scores[{i}]")
+        if len(s) != len(b):
+            raise UserError(f"image {i}: {len(b)} detection boxes but {len(s)} scores")
+        g = _as_np(gt_boxes[i], 4, f"gt_boxes[{i}]")
+        db.append(b), ds.append(s), gb.append(g)
+        di.append(np.full(len(b), i, np.int64)), gi.append(np.full(len(g), i, np.int64))
+        if dt_labels is not None:
+            lab = _as_np(dt_labels[i], None, f"dt_labels[{i}]", np.int64)
+            if len(lab) != len(b):
+                raise UserError(f"image {i}: {len(b)} detection boxes but {len(lab)} labels")
+            dl.append(lab)
+        if gt_labels is not None:
+            lab = _as_np(gt_labels[i], None, f"gt_labels[{i}]", np.int64)
+            if len(lab) != len(g):
+                raise UserError(f"image {i}: {len(g)} ground-truth boxes but {len(lab)} labels")
+            gl.append(lab)
+    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
+    out = (cat(db, (0, 4)), cat(ds, (0,)), cat(dl, (0,)).astype(np.int64) if dt_labels is not None else None,
+           cat(di, (0,)).astype(np.int64), cat(gb, (0, 4)), cat(gl, (0,)).astype(np.int64)
+           if gt_labels is not None else None, cat(gi, (0,)).astype(np.int64))
+    for name, b in (("detection", out[0]), ("ground-truth", out[4])):
+        if not np.isfinite(b).all():
+            raise UserError(f"{name} boxes contain NaN or infinite coordinates")
+        if len(b) and ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
+            raise UserError(f"{name} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
+    if not np.isfinite(out[1]).all():
+        raise UserError("detection scores contain NaN or infinite values")
+    return out
+
+
+def _group_rank(group: np.ndarray, order: np.ndarray, num_groups: int) -> np.ndarray:
+    """Rank of each element within its group, elements visited in ``order`` (sorted by group)."""
+    g_sorted = group[order]
+    counts = np.bincount(g_sorted, minlength=num_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(group), np.int64)
+    rank[order] = np.arange(len(group)) - starts[g_sorted]
+    return rank
+
+
+def _coco_iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``...×D×G`` COCO box IoU of ``...×D×4`` and ``...×G×4`` xyxy boxes (0 where the union is 0)."""
+    iw = np.minimum(d[..., :, None, 2], g[..., None, :, 2]) - np.maximum(d[..., :, None, 0], g[..., None, :, 0])
+    ih = np.minimum(d[..., :, None, 3], g[..., None, :, 3]) - np.maximum(d[..., :, None, 1], g[..., None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    da = (d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])
+    ga = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    union = da[..., :, None] + ga[..., None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where((inter > 0) & (union > 0), inter / np.where(union > 0, union, 1), 0.0)
+    return iou
+
+
+def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr):
+    """COCOeval's greedy matching for every group at once → (matched ``T×Nd``, ignored-by-match ``T×Nd``)."""
+    T, Nd = len(thr), len(db)
+    dtm = np.zeros((T, Nd), bool)
+    dig = np.zeros((T, Nd), bool)
+    if Nd == 0 or len(gb) == 0:
+        return dtm, dig
+    g_order = np.argsort(g_group, kind="stable")
+    g_rank = _group_rank(g_group, g_order, num_groups)
+    D, G = int(d_rank.max()) + 1, int(g_rank.max()) + 1
+    dpos = np.full((num_groups, D), -1, np.int64)
+    dpos[d_group, d_rank] = np.arange(Nd)
+    gpos = np.full((num_groups, G), -1, np.int64)
+    gpos[g_group, g_rank] = np.arange(len(gb))
+    active = np.flatnonzero((dpos[:, 0] >= 0) & (gpos[:, 0] >= 0))  # groups with both
+    thr = np.minimum(thr, 1 - 1e-10)
+    chunk = max(1, _BYTES_PER_CHUNK // max(1, D * G * 8 * 3 + T * G * 16))
+    for c0 in range(0, len(active), chunk):
+        grp = active[c0:c0 + chunk]
+        dp, gp = dpos[grp], gpos[grp]
+        dv, gv = dp >= 0, gp >= 0
+        dbox = np.where(dv[..., None], db[np.maximum(dp, 0)], 0.0)
+        gbox = np.where(gv[..., None], gb[np.maximum(gp, 0)], 0.0)
+        ious = _coco_iou(dbox, gbox)  # B×D×G
+        gign = np.where(gv, g_ign[np.maximum(gp, 0)], False)
+        bonus = np.where(gign, 0.0, 2.0)[:, None, :]  # regular boxes beat ignored ones
+        taken = ~gv[:, None, :].repeat(T, 1)  # B×T×G: padding counts as taken
+        B = len(grp)
+        rows = np.arange(B)[:, None]
+        for d in range(D):
+            live = dv[:, d]
+            if not live.any():
+                break
+            iou_d = ious[:, d, :][:, None, :]  # B×1×G
+            key = np.where((iou_d >= thr[None, :, None]) & ~taken, iou_d + bonus, -1.0)
+            j = G - 1 - key[..., ::-1].argmax(-1)  # last maximum, as COCOeval's ">=" update
+            best = np.take_along_axis(key, j[..., None], -1)[..., 0]
+            ok = (best >= 0) & live[:, None]
+            taken[rows, np.arange(T)[None, :], j] |= ok
+            idx = dp[live, d]
+            dtm[:, idx] = ok[live].T
+            dig[:, idx] = (ok & gign[rows, j])[live].T
+    return dtm, dig
+
+
+def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence,
+                        dt_labels: Sequence | None = None, gt_labels: Sequence | None = None, *,
+                        num_classes: int | None = None, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+                        max_dets: Sequence[int] = (1, 10, 100),
+                        area_range: tuple[float, float] | None = None) -> DetectionEvaluation:
+    """COCOeval's ``evaluate()`` + ``accumulate()`` for boxes, vectorised.
+
+    Args:
+        dt_boxes, dt_scores: per-image detections (``K×4`` xyxy, ``K``).
+        gt_boxes: per-image ground truth ``K×4`` xyxy (``K`` may be 0).
+        dt_labels, gt_labels: per-image category ids; both ``None`` → class-agnostic
+            (COCOeval ``useCats=0``).
+        num_classes: categories ``0..C-1`` (default: the labels present in the ground truth; the
+            result is the same since categories without ground truth are skipped).
+        iou_thresholds: COCO's ``0.5:0.05:0.95`` by default.
+        max_dets: detections per image considered (COCOeval ``maxDets``; sorted ascending).
+        area_range: ``(lo, hi)`` on ground-truth area ``w·h`` (COCO "small" is ``(0, 32²)``); default all.
+    """
+    use_cats = dt_labels is not None or gt_labels is not None
+    if use_cats and (dt_labels is None or gt_labels is None):
+        raise UserError("pass both dt_labels and gt_labels (or neither, for class-agnostic evaluation)")
+    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+    max_dets = tuple(sorted(int(m) for m in max_dets))
+    if not max_dets or max_dets[0] < 1:
+        raise UserError(f"max_dets must be positive integers, got {max_dets}")
+    thr = np.asarray(iou_thresholds, np.float64).reshape(-1)
+    if thr.size == 0 or ((thr < 0) | (thr > 1)).any():
+        raise UserError(f"IoU thresholds must be in [0, 1], got {thr.tolist()}")
+    db, ds, dl, di, gb, gl, gi = _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+    n_img = len(gt_boxes)
+    if use_cats:
+        cats = np.arange(num_classes) if num_classes is not None else np.unique(gl)
+    else:
+        cats = np.array([-1])
+        dl, gl = np.full(len(db), -1, np.int64), np.full(len(gb), -1, np.int64)
+    K = len(cats)
+    # category index (−1: not evaluated, dropped as COCOeval drops detections of unknown categories)
+    def cat_index(labels):
+        pos = np.searchsorted(cats, labels)
+        ok = (pos < K) & (cats[np.minimum(pos, K - 1)] == labels) if K else np.zeros(len(labels), bool)
+        return np.where(ok, pos, -1)
+
+    dk, gk = cat_index(dl), cat_index(gl)
+    dkeep, gkeep = dk >= 0, gk >= 0
+    db, ds, di, dk = db[dkeep], ds[dkeep], di[dkeep], dk[dkeep]
+    gb, gi, gk = gb[gkeep], gi[gkeep], gk[gkeep]
+    num_groups = K * n_img
+    d_group, g_group = dk * n_img + di, gk * n_img + gi
+    order = np.lexsort((-ds, d_group))  # by group, then score descending (stable: input order on ties)
+    d_rank = _group_rank(d_group, order, num_groups)
+    keep = d_rank < max_dets[-1]
+    db, ds, d_group, d_rank, dk = db[keep], ds[keep], d_group[keep], d_rank[keep], dk[keep]
+    g_area = (gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1])
+    d_area = (db[:, 2] - db[:, 0]) * (db[:, 3] - db[:, 1])
+    lo, hi = (0.0, 1e5**2) if area_range is None else (float(area_range[0]), float(area_range[1]))
+    g_ign = (g_area < lo) | (g_area > hi)
+    dtm, dig = _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr)
+    dig |= ~dtm & ((d_area < lo) | (d_area > hi))[None, :]
+    T, R, M = len(thr), len(REC_THRESHOLDS), len(max_dets)
+    precision = -np.ones((T, R, K, M))
+    recall = -np.ones((T, K, M))
+    npig_all = np.bincount(gk[~g_ign], minlength=K)
+    # pooled order per category: group (= category, image) then rank, i.e. image order within a category
+    pool = np.lexsort((d_rank, d_group))
+    pool_k = dk[pool]
+    bounds = np.searchsorted(pool_k, np.arange(K + 1))
+    for k in range(K):
+        npig = int(npig_all[k])
+        if npig == 0:
+            continue
+        sel_k = pool[bounds[k]:bounds[k + 1]]
+        for m, md in enumerate(max_dets):
+            sel = sel_k[d_rank[sel_k] < md]
+            o = np.argsort(-ds[sel], kind="mergesort")
+            sel = sel[o]
+            tm, ti = dtm[:, sel], dig[:, sel]
+            nd = len(sel)
+            tps = np.cumsum(tm & ~ti, axis=1, dtype=np.float64)
+            fps = np.cumsum(~tm & ~ti, axis=1, dtype=np.float64)
+            if nd == 0:
+                recall[:, k, m] = 0.0
+                precision[:, :, k, m] = 0.0
+                continue
+            rc = tps / npig
+            pr = tps / (fps + tps + np.spacing(1))
+            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+            recall[:, k, m] = rc[:, -1]
+            for t in range(T):
+                inds = np.searchsorted(rc[t], REC_THRESHOLDS, side="left")
+                valid = inds < nd
+                precision[t, :, k, m] = np.where(valid, pr[t][np.minimum(inds, nd - 1)], 0.0)
+    return DetectionEvaluation(precision, recall, thr, max_dets, cats, npig_all)
+
+
+def proposal_recall(boxes: Sequence, scores: Sequence, gt_boxes: Sequence, iou: float = 0.5,
+                    num_proposals: Sequence[int] = (10, 50, 100, 1000)) -> dict[int, float]:
+    """Class-agnostic recall of the top-``n`` proposals per image at IoU ``iou`` → ``{n: recall}``.
+
+    Recall = ground-truth boxes matched (greedily by score, as COCOeval with ``useCats=0``,
+    ``iouThrs=[iou]``, ``maxDets=num_proposals``) / all ground-truth boxes.
+    """
+    ev = evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=[iou], max_dets=num_proposals)
+    return {int(n): float(ev.recall[0, 0, m]) for m, n in enumerate(ev.max_dets)}
+
+
+def proposal_ap(boxes: Sequence, scores: Sequence, gt_boxes: Sequence, iou: float | None = 0.5,
+                max_dets: int = 100) -> float:
+    """Class-agnostic AP of ranked proposals (COCOeval ``useCats=0``) at IoU ``iou``
+    (``None``: averaged over 0.5:0.95), with ``max_dets`` proposals per image."""
+    thr = COCO_IOU_THRESHOLDS if iou is None else [iou]
+    return evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=thr, max_dets=[max_dets]).ap()
+
+
+def detection_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_boxes: Sequence,
+                  gt_labels: Sequence, iou: float = 0.5, max_dets: int = 100,
+                  num_classes: int | None = None) -> float:
+    """Mean over categories of AP at one IoU (``0.5``: the PASCAL/ILSVRC-style mAP@0.5, COCO's AP50)."""
+    return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
+                               iou_thresholds=[iou], max_dets=[max_dets]).ap()
+
+
+def coco_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_boxes: Sequence,
+             gt_labels: Sequence, max_dets: int = 100, num_classes: int | None = None) -> float:
+    """COCO mAP@[.5:.95] (COCOeval's first ``stats`` entry)."""
+    return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
+                               max_dets=[1, 10, max_dets] if max_dets > 10 else [max_dets]).ap(max_det=max_dets)
+
+
+class DetectionEvaluator:
+    """Accumulates per-image detections and ground truth; :meth:`compute` runs :func:`evaluate_detections`.
+
+    Example::
+
+        ev = DetectionEvaluator(class_agnostic=True)
+        for images, targets in loader:
+            boxes, scores = proposals(images)
+            ev.update(boxes, scores, [t["boxes"] for t in targets])
+        result = ev.compute(iou_thresholds=[0.5], max_dets=(10, 100))
+    """
+
+    def __init__(self, class_agnostic: bool = False, num_classes: int | None = None) -> None:
+        self.class_agnostic, self.num_classes = class_agnostic, num_classes
+        self.dt_boxes: list = []
+        self.dt_scores: list = []
+        self.dt_labels: list = []
+        self.gt_boxes: list = []
+        self.gt_labels: list = []
+
+    def update(self, dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence,
+               dt_labels: Sequence | None = None, gt_labels: Sequence | None = None) -> None:
+        if not self.class_agnostic and (dt_labels is None or gt_labels is None):
+            raise UserError("a class-aware DetectionEvaluator needs dt_labels and gt_labels")
+        _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+        self.dt_boxes += [torch.as_tensor(b).detach().cpu() for b in dt_boxes]
+        self.dt_scores += [torch.as_tensor(s).detach().cpu() for s in dt_scores]
+        self.gt_boxes += [torch.as_tensor(b).detach().cpu() for b in gt_boxes]
+        if not self.class_agnostic:
+            self.dt_labels += [torch.as_tensor(x).cpu() for x in dt_labels]
+            self.gt_labels += [torch.as_tensor(x).cpu() for x in gt_labels]
+
+    def compute(self, **kwargs) -> DetectionEvaluation:
+        if self.class_agnostic:
+            return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
+        return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,
+                                   num_classes=self.num_classes, **kwargs)

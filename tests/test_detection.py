@@ -1,0 +1,202 @@
+"""Priors, box coding, matching and the MultiBox loss against closed forms, brute force and torchvision."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
+
+from vislearn.detection import (
+    BoxCoder,
+    bipartite_match,
+    centered_iou,
+    fit_coder_stats,
+    grid_priors,
+    iou_match,
+    kmeans_box_shapes,
+    match_batch,
+    multibox_cost,
+    num_grid_priors,
+    prior_match_frequency,
+    rank_priors_by_frequency,
+    sanitize_boxes,
+)
+from vislearn.errors import UserError
+from vislearn.losses import MultiBoxLoss
+from vislearn.losses.multibox import multibox_loss
+
+
+def _rand_boxes(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 0.7
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.02
+    return torch.cat([xy, xy + wh], 1)
+
+
+def test_default_grid_has_1420_priors_in_head_order():
+    p = grid_priors()
+    assert p.shape == (1420, 4) and num_grid_priors() == 1420
+    assert (p >= 0).all() and (p <= 1).all()
+    # first prior: cell (0,0) of the 8×8 grid, ratio 1/4 -> w = 1/8·0.5, h = 1/8·2 (clipped at 0)
+    w, h = 0.125 * 0.5, 0.125 * 2
+    torch.testing.assert_close(p[0], torch.tensor([0.0625 - w / 2, 0.0, 0.0625 + w / 2, 0.0625 + h / 2]))
+    torch.testing.assert_close(p[-1], torch.tensor([0.0, 0.0, 1.0, 1.0]))  # the 1×1 grid: whole image
+    ctr = (p[:, :2] + p[:, 2:]) / 2
+    assert torch.allclose(ctr[11 * 9: 11 * 10, 0], torch.full((11,), 1.5 / 8))  # cell (1, 1) of 8×8
+
+
+def test_centered_iou_closed_form_and_kmeans_recovers_clusters():
+    a = torch.tensor([[2.0, 1.0]])
+    b = torch.tensor([[1.0, 2.0], [2.0, 1.0], [4.0, 2.0]])
+    torch.testing.assert_close(centered_iou(a, b), torch.tensor([[1 / 3, 1.0, 0.25]]))
+    g = torch.Generator().manual_seed(0)
+    true = torch.tensor([[0.05, 0.05], [0.3, 0.1], [0.1, 0.4], [0.6, 0.6]])
+    wh = true.repeat_interleave(50, 0) * (1 + 0.05 * torch.randn(200, 2, generator=g))
+    c = kmeans_box_shapes(wh, 4)
+    best = centered_iou(c, true).max(1).values
+    assert (best > 0.9).all()
+    with pytest.raises(UserError, match="at least"):
+        kmeans_box_shapes(wh[:3], 4)
+
+
+def test_prior_frequency_ranking():
+    priors = torch.tensor([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0, 1, 1.0]])
+    gts = [torch.tensor([[0.5, 0.5, 1, 0.95], [0.55, 0.5, 1, 1]]), torch.zeros(0, 4), torch.tensor([[0, 0, 0.9, 1.0]])]
+    assert prior_match_frequency(priors, gts).tolist() == [0, 2, 1]
+    assert rank_priors_by_frequency(priors, gts).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("mode", ["corner", "center"])
+def test_coder_round_trip_and_whitening(mode):
+    priors = _rand_boxes(300, 1)
+    gt = _rand_boxes(300, 2)
+    mean, std = fit_coder_stats(gt, priors, mode)
+    coder = BoxCoder(mean, std, mode)
+    code = coder.encode(gt, priors)
+    torch.testing.assert_close(coder.decode(code, priors), gt, atol=1e-5, rtol=0)
+    torch.testing.assert_close(code.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(code.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
+    if mode == "corner":  # closed form
+        torch.testing.assert_close(code, (gt - priors - mean) / std)
+    with pytest.raises(UserError):
+        BoxCoder(std=(1, 0, 1, 1))
+
+
+def _brute_force(cost):
+    P, G = cost.shape
+    best, arg = math.inf, None
+    for perm in itertools.permutations(range(P), G):
+        c = sum(float(cost[p, j]) for j, p in enumerate(perm))
+        if c < best - 1e-12:
+            best, arg = c, perm
+    return best, arg
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bipartite_matches_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    P, G = 6, int(torch.randint(1, 5, (1,), generator=g))
+    preds, gts = _rand_boxes(P, seed + 10), _rand_boxes(G, seed + 20)
+    logits = torch.randn(P, generator=g) * 2
+    m = bipartite_match(preds, gts, logits, alpha=0.3)
+    cost = multibox_cost(preds, gts, logits, alpha=0.3)
+    # the cost itself, by hand for one entry
+    ref = 0.15 * float(((preds[2] - gts[0]) ** 2).sum()) - float(F.logsigmoid(logits[2]))
+    assert abs(float(cost[2, 0]) - ref) < 1e-6
+    best, _ = _brute_force(cost)
+    assert (m >= 0).sum() == G and sorted(m[m >= 0].tolist()) == list(range(G))
+    ours = sum(float(cost[i, m[i]]) for i in range(P) if m[i] >= 0)
+    assert abs(ours - best) < 1e-9
+
+
+def test_iou_match_equals_torchvision_ssd_matcher():
+    from torchvision.models.detection._utils import SSDMatcher
+
+    priors = grid_priors()
+    for seed in range(3):
+        gts = _rand_boxes(7, seed)
+        ref = SSDMatcher(0.5)(box_iou(gts, priors))
+        assert torch.equal(iou_match(priors, gts, 0.5, force_best=True), ref)
+    no_force = iou_match(priors, gts, 0.5, force_best=False)
+    iou = box_iou(gts, priors)
+    assert torch.equal(no_force >= 0, iou.max(0).values >= 0.5)
+    assert (iou_match(priors, torch.zeros(0, 4)) == -1).all()
+
+
+def test_match_batch_handles_zero_box_images():
+    priors = grid_priors(grids=(2, 1), aspect_ratios=(1.0,))
+    out = match_batch(priors, [torch.zeros(0, 4), torch.tensor([[0, 0, 0.5, 0.5]])])
+    assert out.shape == (2, 5) and (out[0] == -1).all() and out[1].tolist() == [0, -1, -1, -1, -1]
+
+
+def test_multibox_loss_by_hand():
+    # 2 priors, 1 image with one gt box; bipartite on priors matches prior 0
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    gt = [torch.tensor([[0.1, 0.0, 0.5, 0.6]])]
+    coder = BoxCoder((0, 0, 0, 0), (0.1, 0.1, 0.1, 0.1))
+    loc = torch.tensor([[[0.5, 0.0, 0.0, 0.5], [1.0, 1.0, 1.0, 1.0]]])
+    logits = torch.tensor([[1.0, -2.0]])
+    out = MultiBoxLoss(alpha=0.3)(loc, logits, priors, gt, coder)
+    target = torch.tensor([1.0, 0.0, 0.0, 1.0])  # (gt - prior0) / 0.1
+    l2 = 0.5 * float(((loc[0, 0] - target) ** 2).sum())  # 0.5 * (0.25 + 0.25) = 0.25
+    conf = math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))  # -log σ(1) - log(1-σ(-2))
+    assert abs(l2 - 0.25) < 1e-12
+    assert float(out["loc"]) == pytest.approx(l2)
+    assert float(out["conf"]) == pytest.approx(conf)
+    assert float(out["loss"]) == pytest.approx(0.3 * l2 + conf)
+    assert float(out["matched"]) == 1
+
+
+def test_multibox_loss_zero_boxes_and_missing_label_weight():
+    priors = grid_priors(grids=(2, 1), aspect_ratios=(1.0,))
+    coder = BoxCoder()
+    loc = torch.zeros(2, 5, 4, requires_grad=True)
+    logits = torch.zeros(2, 5, requires_grad=True)
+    gts = [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 0.5, 0.5]])]
+    out = MultiBoxLoss()(loc, logits, priors, gts, coder)
+    # all 10 logits at 0: BCE log 2 each; one positive with zero localisation error
+    assert float(out["conf"]) == pytest.approx(10 * math.log(2) / 2)
+    assert float(out["loc"]) == 0.0
+    out["loss"].backward()
+    assert torch.isfinite(logits.grad).all()
+    # missing-label option: negatives overlapping no labelled box get weight 0.1.
+    # image 0 (no boxes): all 5 negatives lonely; image 1: priors 1, 2 and 3 overlap nothing, prior 4 (whole image) does
+    out2 = MultiBoxLoss(missing_label_weight=0.1)(loc, logits, priors, gts, coder)
+    expect = math.log(2) * (5 * 0.1 + 1 + 3 * 0.1 + 1) / 2
+    assert float(out2["conf"]) == pytest.approx(expect)
+    # all-empty batch
+    out3 = MultiBoxLoss(matching="iou")(loc, logits, priors, [torch.zeros(0, 4)] * 2, coder)
+    assert float(out3["matched"]) == 0 and float(out3["loc"]) == 0
+
+
+def test_loss_validates_arguments():
+    with pytest.raises(UserError, match="alpha"):
+        MultiBoxLoss(alpha=-1)
+    with pytest.raises(UserError, match="matching"):
+        MultiBoxLoss(matching="greedy")
+    with pytest.raises(UserError, match="missing_label_weight"):
+        MultiBoxLoss(missing_label_weight=2)
+    with pytest.raises(UserError, match="box lists"):
+        MultiBoxLoss()(torch.zeros(2, 5, 4), torch.zeros(2, 5), grid_priors((2, 1), (1.0,)), [torch.zeros(0, 4)],
+                       BoxCoder())
+
+
+def test_match_on_predictions_uses_confidence():
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]])
+    gt = [torch.tensor([[0.0, 0.0, 0.5, 0.5]])]
+    loc = torch.zeros(1, 2, 4)
+    logits = torch.tensor([[-3.0, 3.0]])  # identical boxes: the confident prediction must be matched
+    m = match_batch(priors, gt, pred_boxes=priors[None], logits=logits)
+    assert m.tolist() == [[-1, 0]]
+    out = MultiBoxLoss(match_on="predictions")(loc, logits, priors, gt, BoxCoder())
+    assert float(out["conf"]) == pytest.approx(2 * math.log1p(math.exp(-3.0)))
+
+
+def test_sanitize_boxes_counts():
+    b = torch.tensor([[-5.0, 0, 10, 10], [3, 3, 3, 8], [200, 200, 300, 300], [float("nan"), 0, 1, 1], [1, 1, 5, 5]])
+    kept, keep, counts = sanitize_boxes(b, (100, 100))
+    assert keep.tolist() == [True, False, False, False, True]
+    assert counts == {"clipped": 1, "dropped_degenerate": 2, "dropped_nonfinite": 1}
+    assert kept[0].tolist() == [0, 0, 10, 10]
