@@ -1,0 +1,98 @@
+"""MSC-MultiBox model, proposals, post-classifier, weights round trip and the propose command."""
+
+import json
+
+import pytest
+import torch
+from torchvision.ops import nms
+
+from vislearn.convert import create_model_from_weights, save_weights
+from vislearn.detection import BoxCoder, decode_boxes, grid_priors, select_proposals, sliding_window_proposals
+from vislearn.errors import UserError
+from vislearn.models import create_model
+from vislearn.models.multibox import ProposalClassifier
+
+SMALL = dict(backbone="multibox_tiny", head_width=16, context_width=8, backbone_kwargs={"widths": [8, 8, 8, 8, 8]})
+
+
+def test_model_shapes_prior_order_and_stage_assignment():
+    m = create_model("msc_multibox", num_priors=1420, **SMALL)
+    assert m.num_priors == 1420 and m.priors.shape == (1420, 4)
+    assert m.grid_stage == [2, 2, 3, 3, 4, 4]  # 128 px: grids 8, 6 from stride 8; 4, 3 from 16; 2, 1 from 32
+    x = torch.rand(2, 3, 128, 128)
+    out = m(x)
+    assert out["loc"].shape == (2, 1420, 4) and out["logits"].shape == (2, 1420)
+    # initial objectness ≈ π = 0.01
+    assert abs(float(out["logits"].detach().sigmoid().mean()) - 0.01) < 0.005
+    # the heads' output order is the priors' order: perturb one output channel of the 2×2 grid
+    head = m.heads[4][-1]
+    with torch.no_grad():
+        head.bias.view(-1, 5)[3, 4] += 50.0  # ratio 3 of every cell of grid 2
+    logits = m(x)["logits"]
+    start = 11 * (64 + 36 + 16 + 9)
+    hot = (logits[0] > 10).nonzero().flatten().tolist()
+    assert hot == [start + cell * 11 + 3 for cell in range(4)]
+    with pytest.raises(UserError, match="num_priors"):
+        create_model("msc_multibox", num_priors=1000, **SMALL)
+    with pytest.raises(UserError, match="range|values"):
+        m(torch.rand(1, 3, 64, 64) * 3)
+
+
+def test_priors_and_coder_saved_with_weights(tmp_path):
+    m = create_model("msc_multibox", **SMALL)
+    priors = grid_priors(aspect_ratios=[0.3 + 0.2 * i for i in range(11)])
+    m.set_priors(priors)
+    m.set_coder(torch.tensor([0.01, 0.02, -0.01, 0.0]), torch.tensor([0.1, 0.1, 0.2, 0.2]))
+    path = tmp_path / "mb.safetensors"
+    save_weights(m, path)
+    m2 = create_model_from_weights(path)
+    assert torch.equal(m2.priors, priors) and torch.allclose(m2.coder_std, torch.tensor([0.1, 0.1, 0.2, 0.2]))
+    x = torch.rand(1, 3, 96, 96)
+    m.eval(), m2.eval()
+    torch.testing.assert_close(m(x)["loc"], m2(x)["loc"])
+    with pytest.raises(UserError, match="priors must be"):
+        m.set_priors(torch.zeros(3, 4))
+
+
+def test_select_proposals_equals_per_image_nms_topk():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3, 200, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + torch.rand(3, 200, 2, generator=g) * 40 + 1], -1)
+    scores = torch.rand(3, 200, generator=g)
+    b, s, i = select_proposals(boxes, scores, top_k=20, nms_iou=0.5)
+    for n in range(3):
+        keep = nms(boxes[n], scores[n], 0.5)[:20]
+        assert torch.equal(i[n], keep) and torch.equal(b[n], boxes[n][keep])
+        assert (s[n][:-1] >= s[n][1:]).all()
+    b, s, i = select_proposals(boxes, scores, top_k=5, nms_iou=None, pre_nms_top_k=50)
+    assert torch.equal(i[0], scores[0].topk(5).indices)
+
+
+def test_decode_is_pixel_scaled_and_clipped():
+    priors = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.8, 0.8, 1.0, 1.0]])
+    loc = torch.tensor([[[0.0, 0, 0, 0], [0, 0, 1, 1]]])
+    out = decode_boxes(loc, priors, BoxCoder(std=(0.1, 0.1, 0.1, 0.1)), (100, 200))
+    torch.testing.assert_close(out[0], torch.tensor([[20.0, 10, 100, 50], [160, 80, 200, 100]]))
+
+
+def test_sliding_windows_count_and_inside():
+    for n in (1, 10, 37, 100):
+        w = sliding_window_proposals(n, (96, 128))
+        assert w.shape == (n, 4)
+        assert (w[:, 0] >= -1e-4).all() and (w[:, 2] <= 128 + 1e-4).all() and (w[:, 3] <= 96 + 1e-4).all()
+
+
+@pytest.mark.parametrize("mode", ["roi", "crop"])
+def test_post_classifier_detections(mode):
+    m = create_model("msc_multibox", **SMALL).eval()
+    kw = {"classifier": create_model("multibox_tiny", num_classes=4, widths=[8, 8, 8, 8, 8])} if mode == "crop" else {}
+    pc = ProposalClassifier(m, num_classes=3, mode=mode, **kw).eval()
+    x = torch.rand(2, 3, 96, 96)
+    dets = pc.detect(x, top_k=10, max_dets=7)
+    assert len(dets) == 2
+    for d in dets:
+        assert d["boxes"].shape[1] == 4 and len(d["boxes"]) <= 7 and (d["labels"] < 3).all()
+        assert (d["scores"][:-1] >= d["scores"][1:]).all() if len(d["scores"]) > 1 else True
+    logits = pc(x, [torch.tensor([[0.0, 0, 20, 20]]), torch.zeros(0, 4)])
+    assert logits.shape == (1, 4)
+    assert not any(p.requires_grad for p in pc.proposal_model.parameters())
