@@ -94,7 +94,7 @@ def test_features_and_logits_match_timm_at_smallest_size(pair):
         out, ref = ours(x), peer((x - 0.5) / 0.5)
     assert [f.shape[1] for f in feats] == [i.channels for i in ours.feature_info] == \
         [i["num_chs"] for i in peer.feature_info]
-    for a, b in zip(feats, ref_feats):
+    for a, b in zip(feats, ref_feats, strict=True):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-4
     assert (out - ref).abs().max().item() <= 1e-4
     assert (out[0] - out[1]).abs().max() > 1e-3  # the two images give different logits
@@ -204,3 +204,12 @@ def test_bad_inputs_are_user_errors():
         conv = next(c for c in _CONVERTERS if c.model_prefix == "inception_v4")
         small = create_model("inception_v4", width=0.5)
         load_state_dict_checked(small, conv.convert(peer.state_dict(), small))
+
+
+def test_ported_checkpoint_without_batch_counters_loads(pair, tmp_path):
+    name, peer, ours, _ = pair
+    sd = {k: v for k, v in peer.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "ported.pth"
+    torch.save(sd, path)
+    load_weights(ours, path, model_name=name)
+    assert torch.equal(ours.fc.weight, sd["last_linear.weight" if name == "inception_v4" else "classif.weight"])

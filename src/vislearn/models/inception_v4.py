@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -54,11 +54,13 @@ import torch.nn as nn
 from vislearn.convert import Converter, StateDict, register_converter
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
+from vislearn.models.inception_v3 import avg_pool_3x3, count_macs, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn import ConvBNAct
 
 __all__ = ["InceptionV4", "InceptionResNet", "ResidualA", "ResidualB", "ResidualC", "inception_v4",
-           "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
+           "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper", "count_macs",
+           "init_inception_weights"]
 
 PAPER = "Szegedy, Ioffe, Vanhoucke, Alemi 2017 (arXiv 1602.07261)"
 BN_EPS = 1e-3  # Google's released Inception models (PAPERS.md §2)
@@ -76,8 +78,8 @@ def _same(k: int) -> tuple[int, int]:
 
 
 def _tf_avg_pool() -> nn.AvgPool2d:
-    """TF ``avg_pool2d(3, stride=1, padding='SAME')``: the mean over valid pixels only."""
-    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    """TF ``avg_pool2d(3, stride=1, padding='SAME')``: the mean over valid pixels only (TF-slim and timm)."""
+    return avg_pool_3x3(tf_style=True)
 
 
 def _max_pool() -> nn.MaxPool2d:
@@ -149,7 +151,7 @@ class Mixed5b(_Concat):
     1×1 96 ‖ 1×1 48 → 5×5 64 ‖ 1×1 64 → 3×3 96 → 3×3 96 ‖ avg-pool (TF SAME) → 1×1 64.
     """
 
-    def __init__(self, cin: int, w: "_W") -> None:
+    def __init__(self, cin: int, w: _W) -> None:
         super().__init__()
         self.branch0 = _conv(cin, w(96))
         self.branch1 = _chain(cin, [(w(48), 1, 1, 0), (w(64), 5, 1, 2)])
@@ -162,7 +164,7 @@ class Mixed5b(_Concat):
 class InceptionA(_Concat):
     """Fig. 4 (35×35): avg-pool → 1×1 96 ‖ 1×1 96 ‖ 1×1 64 → 3×3 96 ‖ 1×1 64 → 3×3 96 → 3×3 96."""
 
-    def __init__(self, cin: int, w: "_W") -> None:
+    def __init__(self, cin: int, w: _W) -> None:
         super().__init__()
         self.branch0 = _conv(cin, w(96))
         self.branch1 = _chain(cin, [(w(64), 1, 1, 0), (w(96), 3, 1, 1)])
@@ -189,7 +191,7 @@ class InceptionB(_Concat):
     """Fig. 5 (17×17): 1×1 384 ‖ 1×1 192 → 1×7 224 → 7×1 256 ‖ 1×1 192 → 7×1 192 → 1×7 224 → 7×1 224
     → 1×7 256 ‖ avg-pool → 1×1 128 (the order of the factorised 7×7 pairs follows TF-slim)."""
 
-    def __init__(self, cin: int, w: "_W") -> None:
+    def __init__(self, cin: int, w: _W) -> None:
         super().__init__()
         h, v = ((1, 7), (0, 3)), ((7, 1), (3, 0))
         self.branch0 = _conv(cin, w(384))
@@ -204,7 +206,7 @@ class ReductionB(_Concat):
     """Fig. 8 (Inception-v4, 17×17 → 8×8): 1×1 192 → 3×3 192 s2 ‖ 1×1 256 → 1×7 256 → 7×1 320 → 3×3 320 s2
     ‖ max-pool."""
 
-    def __init__(self, cin: int, w: "_W") -> None:
+    def __init__(self, cin: int, w: _W) -> None:
         super().__init__()
         self.branch0 = _chain(cin, [(w(192), 1, 1, 0), (w(192), 3, 2, 0)])
         self.branch1 = _chain(cin, [(w(256), 1, 1, 0), (w(256), (1, 7), 1, (0, 3)), (w(320), (7, 1), 1, (3, 0)),
@@ -217,7 +219,7 @@ class InceptionC(nn.Module):
     """Fig. 6 (8×8): 1×1 256 ‖ 1×1 384 → (1×3 256 ‖ 3×1 256) ‖ 1×1 384 → 3×1 448 → 1×3 512 →
     (1×3 256 ‖ 3×1 256) ‖ avg-pool → 1×1 256: 1536 channels (submodule names as TF-slim/timm)."""
 
-    def __init__(self, cin: int, w: "_W") -> None:
+    def __init__(self, cin: int, w: _W) -> None:
         super().__init__()
         self.branch0 = _conv(cin, w(256))
         self.branch1_0 = _conv(cin, w(384))
@@ -337,8 +339,9 @@ class _InceptionNet(VisionModel):
     min_input_size = 75  # the smallest input for which every VALID convolution still has an output
 
     def __init__(self, stages: list[tuple[str, list[tuple[str, nn.Module]]]], num_classes: int,
-                 drop_rate: float, normalization) -> None:
-        super().__init__(normalization=INCEPTION_MEAN_STD if normalization is None else normalization)
+                 drop_rate: float, normalization, validate_inputs: bool = True) -> None:
+        super().__init__(normalization=INCEPTION_MEAN_STD if normalization is None else normalization,
+                         validate_inputs=validate_inputs)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not 0 <= drop_rate < 1:
@@ -346,7 +349,7 @@ class _InceptionNet(VisionModel):
         self.stages = nn.ModuleList(nn.Sequential(OrderedDict(mods)) for _, mods in stages)
         self.feature_info = []
         cin = 3
-        for i, (name, mods) in enumerate(stages):
+        for i, (_, mods) in enumerate(stages):
             for _, m in mods:
                 cin = getattr(m, "out_chans", cin)
             self.feature_info.append(FeatureInfo(f"stages.{i}", cin, 2 ** (i + 1)))
@@ -355,6 +358,7 @@ class _InceptionNet(VisionModel):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes)
+        init_inception_weights(self)  # TF-slim's: He truncated normal, BN γ=1 β=0, zero biases
 
     def layers(self) -> list[tuple[str, nn.Module]]:
         """Every stage child in forward order as (state-dict prefix, module): the converters' map."""
@@ -398,10 +402,11 @@ class InceptionV4(_InceptionNet):
         depths: numbers of Inception-A, -B, -C blocks (paper: 4, 7, 3; Fig. 9).
         drop_rate: dropout before the classifier (paper: keep probability 0.8; Fig. 9).
         normalization: ``(mean, std)`` on [0, 1] (default maps to [−1, 1] like Google's weights).
+        validate_inputs: check each batch is float NCHW in [0, 1] (off for tracing/compiling).
     """
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, depths: Sequence[int] = (4, 7, 3),
-                 drop_rate: float = 0.2, normalization=None) -> None:
+                 drop_rate: float = 0.2, normalization=None, validate_inputs: bool = True) -> None:
         w = _W(width)
         depths = _check_depths(depths)
         s0, s1, s2 = _v4_stem(w)
@@ -422,7 +427,7 @@ class InceptionV4(_InceptionNet):
             s4.append((f"block{i}", InceptionC(c, w)))
             c = s4[-1][1].out_chans
         super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
-                         drop_rate, normalization)
+                         drop_rate, normalization, validate_inputs)
 
 
 class InceptionResNet(_InceptionNet):
@@ -442,7 +447,7 @@ class InceptionResNet(_InceptionNet):
     def __init__(self, version: int = 2, layout: str = "released", num_classes: int = 1000, width: float = 1.0,
                  depths: Sequence[int] | None = None, scale_a: float = 0.17, scale_b: float = 0.10,
                  scale_c: float = 0.20, scale_final: float = 1.0, drop_rate: float = 0.2,
-                 normalization=None) -> None:
+                 normalization=None, validate_inputs: bool = True) -> None:
         if version not in (1, 2):
             raise UserError(f"Inception-ResNet version must be 1 or 2, got {version!r}")
         if layout not in ("paper", "released"):
@@ -486,7 +491,7 @@ class InceptionResNet(_InceptionNet):
             s4.append(("block_final", ResidualC(c, *c_spec, scale=scale_final, activate=False)))
             s4.append(("conv7b", _conv(c, w(1536))))
         super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
-                         drop_rate, normalization)
+                         drop_rate, normalization, validate_inputs)
         self.version, self.layout = version, layout
 
 
@@ -562,7 +567,7 @@ def _timm_converter(peer_names, head: str):
         theirs = peer_names(model)
         if len(ours) != len(theirs):
             raise UserError(f"timm weights do not fit this {type(model).__name__} layout")
-        table = dict(zip(theirs, ours))
+        table = dict(zip(theirs, ours, strict=True))
         out: StateDict = {}
         for key, v in sd.items():
             if key.startswith(head + "."):
@@ -574,7 +579,7 @@ def _timm_converter(peer_names, head: str):
                 continue
             rest = re.sub(r"^conv2d\.", "up.", m.group(2))  # timm's residual 1×1 expansion is ``conv2d``
             out[f"{table[m.group(1)]}.{rest}"] = v
-        return out
+        return peer_state_dict(out, model, "timm")  # fills num_batches_tracked absent from ported files
 
     return convert
 
