@@ -7,11 +7,12 @@ placing it before the sigmoid is Sec. 3.2's recipe, BN(Wu) with the bias dropped
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 
+from vislearn.errors import UserError
 from vislearn.models.base import FeatureInfo, VisionModel
 from vislearn.models.registry import register_model
 
@@ -34,7 +35,7 @@ class MLP(VisionModel):
         self.in_chans = in_chans
         super().__init__(normalization=normalization)
         if activation not in ("sigmoid", "relu"):
-            raise ValueError(f"activation must be sigmoid or relu, got {activation!r}")
+            raise UserError(f"activation must be sigmoid or relu, got {activation!r}")
         self.image_size = image_size
         act = nn.Sigmoid if activation == "sigmoid" else nn.ReLU
         layers: list[nn.Module] = [nn.Flatten()]
@@ -64,7 +65,7 @@ def _bn1d(width: int, impl: str) -> nn.Module:
         from vislearn.nn.batchnorm import BatchNorm1d
 
         return BatchNorm1d(width)
-    raise ValueError(f"bn_impl must be 'torch' or 'paper', got {impl!r}")
+    raise UserError(f"bn_impl must be 'torch' or 'paper', got {impl!r}")
 
 
 @register_model("mlp", input_size=(1, 8, 8), paper="Ioffe & Szegedy 2015, Sec. 4.1")

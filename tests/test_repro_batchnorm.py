@@ -1,0 +1,63 @@
+"""Recipe ``batchnorm`` (quick and paper presets) and ``vislearn reproduce batchnorm`` at a tiny scale."""
+
+import json
+
+import pytest
+import torch
+
+from vislearn.errors import UserError
+from vislearn.recipes import get_recipe
+from vislearn.recipes.classification import ClassifierModule
+from vislearn.train import Trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_paper_preset_values_and_two_steps_on_shapes():
+    recipe = get_recipe("batchnorm")
+    cfg = recipe.config("paper")
+    assert (cfg.model, cfg.image_size, cfg.batch_size, cfg.momentum) == ("bn_inception", 224, 32, 0.9)
+    assert cfg.lr == pytest.approx(0.0075) and recipe.config("paper_x30").lr == pytest.approx(0.045)
+    assert cfg.drop_rate == 0.0 and cfg.weight_decay == pytest.approx(4e-5)
+    assert cfg.decay_every_epochs == pytest.approx(8 / 6) and cfg.decay_rate == 0.96
+    with pytest.raises(UserError, match="--data"):
+        recipe.build(cfg)  # the ImageNet layout needs a folder
+    cfg = recipe.config("paper", {"dataset": "shapes", "image_size": 32, "batch_size": 8, "steps": 2,
+                                  "eval_batch_size": 500, "log_every": 1})
+    task = recipe.build(cfg)
+    assert isinstance(task.module, ClassifierModule)
+    assert cfg.decay_every == round(8 / 6 * (len(task.train_set) // 8))  # 8/6 epochs, in steps
+    result = Trainer(cfg, task, None, progress=False).fit()
+    train = [h for h in result.history if h["split"] == "train"]
+    assert len(train) == 2 and all(h["loss"] == h["loss"] for h in train)
+    assert 0.0 <= result.final_metrics["top1"] <= 1.0
+
+
+def test_quick_preset_learns_digits_with_paper_bn():
+    recipe = get_recipe("batchnorm")
+    cfg = recipe.config("quick", {"steps": 150, "bn_impl": "paper", "log_every": 50})
+    task = recipe.build(cfg)
+    assert sum(type(m).__name__ == "BatchNorm1d" and m.__module__ == "vislearn.nn.batchnorm"
+               for m in task.module.modules()) == 3
+    result = Trainer(cfg, task, None, progress=False).fit()
+    assert result.final_metrics["top1"] > 0.8  # BN at lr 0.5 passes 90% within ~100 steps on digits
+    with pytest.raises(UserError, match="bn_inception"):
+        recipe.build(recipe.config("quick", {"dataset": "shapes"}))
+
+
+def test_reproduction_runs_at_tiny_scale(tmp_path):
+    from vislearn.reproduce import run_reproduction
+
+    record = run_reproduction("batchnorm", tmp_path, scale=0.02, seeds=(0,), log=lambda m: None)
+    saved = json.loads((tmp_path / "batchnorm.json").read_text())
+    assert saved["criterion"] == record["criterion"] and "1/5" in saved["criterion"]
+    assert (tmp_path / "batchnorm.png").stat().st_size > 10_000
+    n = record["numbers"]
+    assert set(n["median_steps_to_90"]) == {"noBN lr=0.1", "noBN lr=0.5", "noBN lr=1", "BN", "BN-x5", "BN-x30"}
+    assert n["lrs"]["BN-x30"] == pytest.approx(30 * n["best_no_bn_lr"])
