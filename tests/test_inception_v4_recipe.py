@@ -1,0 +1,51 @@
+"""Recipes inception_v4 / inception_resnet_v2 / inception_resnet_v1: paper values and 2-step smoke runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vislearn.errors import UserError
+from vislearn.recipes import get_recipe
+from vislearn.train.engine import Trainer
+
+NAMES = ("inception_v4", "inception_resnet_v2", "inception_resnet_v1")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_preset_is_the_papers_recipe(name):
+    cfg = get_recipe(name).config("paper")
+    assert cfg.model == name and cfg.image_size == 299 and cfg.width == 1.0
+    assert (cfg.optimizer, cfg.rmsprop_decay, cfg.optimizer_eps, cfg.lr) == ("rmsprop_tf", 0.9, 1.0, 0.045)
+    assert (cfg.schedule, cfg.decay_rate, cfg.decay_every_epochs) == ("staircase", 0.94, 2.0)
+    assert cfg.clip_grad > 0 and cfg.ema_decay > 0 and cfg.ema_eval
+    assert cfg.drop_rate == pytest.approx(0.2)  # keep probability 0.8
+
+
+@pytest.mark.parametrize("name, preset", [(n, p) for n in NAMES for p in ("quick", "paper")])
+def test_two_steps(name, preset):
+    torch.set_num_threads(1)
+    r = get_recipe(name)
+    # the paper preset on embedded data at 75 px (no ImageNet here): same optimiser, EMA, clipping
+    cfg = r.config(preset, {"steps": 2, "width": 0.05, "batch_size": 8, "dataset": "shapes", "image_size": 75,
+                            "eval_batch_size": 150, "log_every": 1, "eval_every": 0, "ckpt_every": 0})
+    task = r.build(cfg)
+    assert cfg.decay_every == 2 * (len(task.train_set) // 8)  # two epochs, in steps
+    res = Trainer(cfg, task, out_dir=None, progress=False).fit()
+    assert res.step == 2
+    train = [h for h in res.history if h["split"] == "train"]
+    assert len(train) == 2 and all(math.isfinite(h["loss"]) for h in train)
+    assert train[0]["lr"] == pytest.approx(0.045)
+    assert 0.0 <= res.final_metrics["top1"] <= 1.0
+
+
+def test_bad_settings():
+    r = get_recipe("inception_v4")
+    with pytest.raises(UserError, match="image_size"):
+        r.build(r.config("quick", {"image_size": 64}))
+    with pytest.raises(UserError, match="model"):
+        r.build(r.config("quick", {"model": "mlp"}))
+    with pytest.raises(UserError, match="--data"):
+        r.build(r.config("paper"))
