@@ -88,3 +88,122 @@ def test_square_and_circle_masks_match_closed_form_area():
     assert masks.shape == (2, 200, 200)
     assert abs(float(masks[0].sum()) / 80 ** 2 - 2.0) < 0.01
     assert abs(float(masks[1].sum()) / 80 ** 2 - np.pi * 0.85 ** 2) < 0.01
+
+
+# --------------------------------------------------------------------------------------- multilabel
+
+def test_shapes_multilabel_counts_and_zipf_skew():
+    from vislearn.data.embedded import shapes_multilabel
+    ds = shapes_multilabel("train", num_labels=20, num_samples=800, image_size=32, max_labels=4, seed=1)
+    y = ds.targets
+    assert ds.images.shape == (800, 3, 32, 32) and y.shape == (800, 20) and y.dtype == torch.float32
+    per_image = y.sum(1)
+    assert per_image.min() >= 1 and per_image.max() == 4 and set(y.unique().tolist()) == {0.0, 1.0}
+    freq = y.sum(0)
+    assert freq[0] > 8 * freq[-1] > 0  # Zipf(1): the head label dwarfs the tail
+    from scipy.stats import spearmanr
+    assert spearmanr(freq.numpy(), np.arange(20)).statistic < -0.9  # frequency falls with the rank
+    assert ds.classes == SHAPE_CLASSES[:20]
+    flat = shapes_multilabel("train", num_labels=20, num_samples=800, image_size=32, zipf_exponent=0.0, seed=1)
+    f0 = flat.targets.sum(0)
+    assert f0.max() < 1.5 * f0.min()
+    te = shapes_multilabel("test", num_labels=20, num_samples=800, image_size=32, max_labels=4, seed=1)
+    assert not (_row_hashes(ds.images) & _row_hashes(te.images))
+    from vislearn.data.embedded import _shapes_multilabel_arrays
+    _shapes_multilabel_arrays.cache_clear()
+    again = shapes_multilabel("train", num_labels=20, num_samples=800, image_size=32, max_labels=4, seed=1)
+    assert torch.equal(again.images, ds.images) and torch.equal(again.targets, ds.targets)
+
+
+def test_shapes_multilabel_each_label_is_drawn():
+    from vislearn.data.embedded import shapes_multilabel
+    # one label per image: the shape's colour (brightest saturated pixels) must be the label's colour
+    ds = shapes_multilabel("train", num_labels=30, num_samples=200, image_size=32, max_labels=1, seed=0)
+    pal = torch.from_numpy(_draw.PALETTE)
+    nearest = ((ds.images[:, None] - pal[None, :, :, None, None]) ** 2).sum(2).flatten(2).min(2).values
+    names = [ds.classes[int(r.argmax())].split()[1] for r in ds.targets]
+    hits = sum(int(nearest[i].argmin()) == _draw.COLOURS.index(n) for i, n in enumerate(names))
+    assert hits / len(names) > 0.95
+    with pytest.raises(UserError, match="num_labels"):
+        shapes_multilabel(num_labels=3, max_labels=4)
+
+
+# ---------------------------------------------------------------------------------------- detection
+
+def test_shapes_detection_boxes_are_tight_around_visible_pixels():
+    from vislearn.data.embedded import _generate_detection
+    images, boxes, labels, background, masks = _generate_detection(0, 60, 64, 5, 8, seed=2, return_masks=True)
+    total = 0
+    for img, bx, lb, bg, mk in zip(images, boxes, labels, background, masks):
+        assert len(bx) == len(lb) == len(mk) <= 8
+        union = torch.zeros(64, 64, dtype=torch.bool)
+        for box, m in zip(bx, mk):
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            assert len(ys) >= 4
+            assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+            assert not (union & m).any()  # visible parts do not overlap
+            union |= m
+            colours = img[:, m]
+            assert float((colours - colours[:, :1]).abs().max()) == 0  # one flat colour per object
+            total += 1
+        # every changed pixel belongs to exactly one labelled object, and nothing else changed
+        assert torch.equal((img != bg).any(0), union)
+    assert total > 100
+
+
+def test_shapes_detection_statistics_and_determinism():
+    from vislearn.data.embedded import ShapesDetection, detection_collate, shapes_detection
+    ds = shapes_detection("train", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
+    assert isinstance(ds, ShapesDetection) and ds.classes == list(_draw.SHAPES[:4]) and len(ds) == 120
+    img, t = ds[3]
+    assert img.shape == (3, 96, 96) and t["boxes"].dtype == torch.float32 and t["labels"].dtype == torch.long
+    counts = torch.tensor([len(b) for b in ds.boxes])
+    assert counts.min() == 0 and counts.max() <= 6 and (counts >= 5).any()
+    allb = torch.cat(ds.boxes)
+    labs = torch.cat(ds.labels)
+    assert set(labs.tolist()) == {0, 1, 2, 3}
+    assert (allb[:, :2] >= 0).all() and (allb[:, 2:] <= 96).all() and (allb[:, 2:] > allb[:, :2]).all()
+    w, h = allb[:, 2] - allb[:, 0], allb[:, 3] - allb[:, 1]
+    area = w * h
+    assert area.max() > 30 * area.min()  # several scales
+    ratio = w / h
+    assert (ratio > 1.6).sum() > 10 and (ratio < 1 / 1.6).sum() > 10  # several aspect ratios
+    # occlusion: overlapping boxes occur
+    from torchvision.ops import box_iou
+    overl = sum(int((box_iou(b, b).fill_diagonal_(0) > 0.05).any()) for b in ds.boxes if len(b) > 1)
+    assert overl > 10
+    from vislearn.data.embedded import _shapes_detection_cached
+    _shapes_detection_cached.cache_clear()
+    again = shapes_detection("train", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
+    assert torch.equal(again.images, ds.images)
+    assert all(torch.equal(a, b) for a, b in zip(again.boxes, ds.boxes))
+    te = shapes_detection("test", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
+    assert not (_row_hashes(te.images) & _row_hashes(ds.images))
+    al = shapes_detection("all", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
+    assert len(al) == 240 and torch.equal(al.boxes[170], te.boxes[50])
+    x, targets = detection_collate([ds[0], ds[1], ds[2]])
+    assert x.shape == (3, 3, 96, 96) and len(targets) == 3 and torch.equal(targets[1]["boxes"], ds.boxes[1])
+
+
+def test_shapes_detection_transform_moves_boxes():
+    from torchvision.transforms import v2
+    from vislearn.data.embedded import shapes_detection
+    plain = shapes_detection("train", num_images=5, image_size=64, max_objects=5, seed=1)
+    flipped = shapes_detection("train", num_images=5, image_size=64, max_objects=5, seed=1,
+                               transform=v2.RandomHorizontalFlip(p=1.0))
+    i = max(range(5), key=lambda j: len(plain.boxes[j]))
+    img, t = flipped[i]
+    assert torch.equal(img, plain.images[i].flip(-1))
+    b = plain.boxes[i]
+    expect = torch.stack([64 - b[:, 2], b[:, 1], 64 - b[:, 0], b[:, 3]], 1)
+    assert type(t["boxes"]) is torch.Tensor and torch.equal(t["boxes"], expect)
+    assert torch.equal(t["labels"], plain.labels[i])
+
+
+def test_shapes_detection_speed():
+    import time
+
+    from vislearn.data.embedded import _generate_detection
+    t = time.process_time()
+    _generate_detection(5, 100, 128, 5, 10, seed=0)
+    assert time.process_time() - t < 5.0  # 500 images take a few seconds; CPU time, not wall time
