@@ -166,7 +166,8 @@ def run(ctx: ReproContext) -> Outcome:
              f"{a_runs['inception_v4'][0]['mmacs_75']:.1f} MMACs at 75 px): "
              f"{'reproduced' if passed_a else 'not reproduced'}. (b) unscaled dies and scaled trains in "
              f"{both}/{len(ctx.seeds)} seeds (zero fractions unscaled "
-             f"{[round(r['zero_fraction'], 3) for r in unscaled]}, scaled {[round(r['zero_fraction'], 3) for r in scaled]}; "
+             f"{[round(r['zero_fraction'], 3) for r in unscaled]}, scaled "
+             f"{[round(r['zero_fraction'], 3) for r in scaled]}; "
              f"final train acc unscaled {[round(r['final_train_acc'], 2) for r in unscaled]}, scaled "
              f"{[round(r['final_train_acc'], 2) for r in scaled]}): {'reproduced' if passed_b else 'not reproduced'}.")
     return Outcome(passed=passed_a and passed_b, numbers=numbers, figure=_figure(a_runs, b_runs), notes=notes)
