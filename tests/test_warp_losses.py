@@ -188,6 +188,27 @@ def test_warp_draw_count_is_uniform_position_of_single_violator():
     assert (d["rank"] == 9 // d["draws"]).all()
 
 
+def test_warp_draws_follow_the_random_order_distribution_with_several_violators():
+    # v = 3 violators among n = 10 negatives: P(N = t) = C(n − t, v − 1) / C(n, v); the chosen
+    # violator is uniform among the three
+    reps, c = 12000, 11
+    s = torch.zeros(reps, c)
+    s[:, 0] = 5.0
+    s[:, [2, 5, 9]] = torch.tensor([4.2, 4.5, 4.9])  # violators of 5 − 1 = 4
+    pos = torch.zeros(reps, c, dtype=torch.bool)
+    pos[:, 0] = True
+    d = warp_sample(s, pos, 1.0, None, torch.Generator().manual_seed(2))
+    assert d["found"].all() and (d["violators"] == 3).all()
+    n, v = 10, 3
+    pmf = torch.tensor([math.comb(n - t, v - 1) / math.comb(n, v) for t in range(1, n - v + 2)])
+    counts = torch.bincount(d["draws"], minlength=n + 1)[1:n - v + 2].float()
+    assert counts.sum() == reps
+    chi2 = float(((counts - reps * pmf) ** 2 / (reps * pmf)).sum())
+    assert chi2 < 24.3  # 7 degrees of freedom, p = 0.001
+    picks = torch.bincount(d["negative"], minlength=c)[[2, 5, 9]].float()
+    assert float(((picks - reps / 3) ** 2 / (reps / 3)).sum()) < 13.8  # 2 dof, p = 0.001
+
+
 def test_warp_expected_loss_matches_exact_enumeration():
     # E[loss] over the random order, computed exactly, vs the mean of many sampled rows
     c, margin = 6, 1.0

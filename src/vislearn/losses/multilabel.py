@@ -28,14 +28,18 @@ Conventions shared by the three losses (``loss(scores, targets)``):
   (row, positive) pairs, how many found a violating negative and the mean number of draws).
   The paper sums over images; the mean over rows only rescales the gradient by the batch size.
 
-WARP sampling, vectorised: every (row, positive) pair receives an independent uniformly random
-order of its row's negatives, drawn for all pairs at once as i.i.d. uniform keys (sorting the keys
-would give the order). The first violating negative in that order is the violator with the smallest
-key, and the number of draws ``N`` is one plus the number of negatives whose key is smaller. This
-equals "draw negatives without replacement until one violates" but needs no sort and no loop. The
-draws are capped at ``max_trials`` (default: all the row's negatives); a pair that finds no
-violator within the cap contributes nothing. WSABIE draws with replacement; drawing without
-replacement is what a permutation gives and never wastes a draw on a label already seen.
+WARP sampling, vectorised and exact: give every (row, positive) pair an independent uniformly random
+order of its row's ``n`` negatives, i.e. i.i.d. uniform keys, and draw in key order until one of
+the ``v`` violators appears. The first violator is the violator with the smallest key, so it is
+uniform among the violators; its key ``U_min`` is the minimum of ``v`` uniforms
+(``1 − U^{1/v}``) and independent of which one it is; the number of draws ``N`` is one plus the
+number of the ``n − v`` non-violators whose key is below ``U_min``, i.e. ``1 + Binomial(n − v,
+U_min)``. Sampling these three quantities directly gives exactly the distribution of the
+draw-one-by-one procedure with no P×C random keys and no loop: the ``v`` violators of all
+positives come from one sort of each row and a binary search. The draws are capped at
+``max_trials`` (default: all the row's negatives); a pair that finds no violator within the cap
+contributes nothing. WSABIE draws with replacement; drawing without replacement (a random order)
+never wastes a draw on a label already seen.
 """
 
 from __future__ import annotations
@@ -176,40 +180,55 @@ def warp_rank_weights(num_labels: int, dtype: torch.dtype = torch.float32) -> to
 
 def warp_sample(scores: torch.Tensor, pos: torch.Tensor, margin: float = 1.0, max_trials: int | None = None,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Draw, for every (row, positive) pair at once, negatives in random order until one violates.
+    """Sample, for every (row, positive) pair at once, the first margin violator of a random order.
+
+    Equivalent in distribution to shuffling the row's ``n`` negatives and drawing them one by one
+    until one of the ``v`` violators (``s_k > s_j − margin``) appears, but O(C log C) per row and
+    O(1) random numbers per pair (module docstring): the violators are found by a binary search in
+    the row's sorted scores, the chosen one is uniform among them, and the number of draws is
+    ``N = 1 + Binomial(n − v, U_min)`` with ``U_min = 1 − U^{1/v}`` the smallest of ``v`` uniform keys.
 
     Args:
         scores: N×C scores (only their values are used: no gradient flows through the sampling).
         pos: N×C bool positives.
         margin: a negative ``k`` violates positive ``j`` when ``m − s_j + s_k > 0``.
         max_trials: cap on the draws per pair (``None``: all the row's negatives).
-        generator: the ``torch.Generator`` the random orders are drawn from (reproducibility).
+        generator: the ``torch.Generator`` the draws come from (reproducibility).
 
     Returns:
         dict of 1-D tensors over the P pairs (in row-major order of ``pos.nonzero()``): ``row``,
         ``positive``, ``negative`` (the chosen violator; meaningless where not ``found``),
-        ``found``, ``draws`` (``N``, the position of the chosen violator in the random order) and
-        ``rank`` (``⌊(C − 1)/N⌋``, 0 where not found).
+        ``found``, ``violators`` (``v``), ``draws`` (``N``; where nothing was found, the draws made:
+        ``min(n, max_trials)``) and ``rank`` (``⌊(C − 1)/N⌋``, 0 where not found).
     """
-    s = scores.detach()
+    s = scores.detach().float()
     n, c = s.shape
-    rows, positives = pos.nonzero(as_tuple=True)
-    p = rows.numel()
     device = s.device
     if generator is not None and generator.device.type != device.type:
         raise UserError(f"WARPLoss generator is on {generator.device}, scores are on {device}")
-    keys = torch.rand(p, c, generator=generator, device=device)
-    is_neg = ~pos[rows]  # P×C
-    keys = keys.masked_fill(~is_neg, 2.0)  # positives are never drawn
-    violates = is_neg & (s[rows] > (s[rows, positives] - margin).unsqueeze(1))
-    first_key, negative = keys.masked_fill(~violates, 3.0).min(dim=1)
-    found = first_key < 2.0
-    draws = (keys < first_key.unsqueeze(1)).sum(1) + 1  # position of the violator in the order
+    rows, positives = pos.nonzero(as_tuple=True)
+    n_pos = pos.sum(1)
+    # negatives ascending; the row's positives are pushed in front as −inf (the first n_pos slots)
+    neg_sorted, order = s.masked_fill(pos, float("-inf")).sort(dim=1)
+    first = torch.searchsorted(neg_sorted, (s - margin).contiguous(), right=True)  # N×C: first slot > s − m
+    first = torch.maximum(first, n_pos.unsqueeze(1))[rows, positives]
+    violators = c - first
+    negatives = (c - n_pos)[rows]
+    found = violators > 0
+    u = torch.rand(2, rows.numel(), generator=generator, device=device, dtype=torch.float64)
+    v = violators.clamp(min=1).to(torch.float64)
+    slot = c - 1 - torch.minimum((u[0] * v).floor(), v - 1).long()  # uniform among the top v
+    negative = order[rows, slot]
+    u_min = 1.0 - u[1].pow(1.0 / v)  # the smallest of v uniform keys
+    skipped = torch.binomial((negatives - violators).to(torch.float64), u_min, generator=generator)
+    draws = 1 + skipped.long()
+    cap = negatives if max_trials is None else negatives.clamp(max=max_trials)
     if max_trials is not None:
         found = found & (draws <= max_trials)
-    rank = torch.where(found, (c - 1) // draws, torch.zeros_like(draws))
-    return {"row": rows, "positive": positives, "negative": negative, "found": found, "draws": draws,
-            "rank": rank}
+    draws = torch.where(found, draws, cap)
+    rank = torch.where(found, (c - 1) // draws.clamp(min=1), torch.zeros_like(draws))
+    return {"row": rows, "positive": positives, "negative": negative, "found": found, "violators": violators,
+            "draws": draws, "rank": rank}
 
 
 def _warp_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float, max_trials: int | None,
