@@ -110,6 +110,14 @@ def test_fold_and_optimize_exact():
         out = folded(x)
     assert report.num_folded == 69 and report.num_unfolded == 0
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
+    # against float64, folding adds no more error than float32 arithmetic itself makes
+    import copy
+
+    with torch.no_grad():
+        ref64 = copy.deepcopy(model).double()(x.double())
+    err_eager = float((ref.double() - ref64).abs().max() / ref64.abs().max())
+    err_folded = float((out.double() - ref64).abs().max() / ref64.abs().max())
+    assert err_folded <= 2 * err_eager + 1e-7
     fast = optimize(model, precision="fp32")
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5)
     assert [f.shape for f in fast.forward_features(x)] == [f.shape for f in model.forward_features(x)]
