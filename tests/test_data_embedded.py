@@ -134,10 +134,10 @@ def test_shapes_detection_boxes_are_tight_around_visible_pixels():
     from vislearn.data.embedded import _generate_detection
     images, boxes, labels, background, masks = _generate_detection(0, 60, 64, 5, 8, seed=2, return_masks=True)
     total = 0
-    for img, bx, lb, bg, mk in zip(images, boxes, labels, background, masks):
+    for img, bx, lb, bg, mk in zip(images, boxes, labels, background, masks, strict=True):
         assert len(bx) == len(lb) == len(mk) <= 8
         union = torch.zeros(64, 64, dtype=torch.bool)
-        for box, m in zip(bx, mk):
+        for box, m in zip(bx, mk, strict=True):
             ys, xs = torch.nonzero(m, as_tuple=True)
             assert len(ys) >= 4
             assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
@@ -176,7 +176,7 @@ def test_shapes_detection_statistics_and_determinism():
     _shapes_detection_cached.cache_clear()
     again = shapes_detection("train", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
     assert torch.equal(again.images, ds.images)
-    assert all(torch.equal(a, b) for a, b in zip(again.boxes, ds.boxes))
+    assert all(torch.equal(a, b) for a, b in zip(again.boxes, ds.boxes, strict=True))
     te = shapes_detection("test", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
     assert not (_row_hashes(te.images) & _row_hashes(ds.images))
     al = shapes_detection("all", num_images=120, image_size=96, num_categories=4, max_objects=6, seed=0)
@@ -187,6 +187,7 @@ def test_shapes_detection_statistics_and_determinism():
 
 def test_shapes_detection_transform_moves_boxes():
     from torchvision.transforms import v2
+
     from vislearn.data.embedded import shapes_detection
     plain = shapes_detection("train", num_images=5, image_size=64, max_objects=5, seed=1)
     flipped = shapes_detection("train", num_images=5, image_size=64, max_objects=5, seed=1,

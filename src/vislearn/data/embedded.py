@@ -6,7 +6,7 @@ All return images as float tensors in [0, 1], NCHW, and are deterministic from t
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -397,8 +397,16 @@ class ShapesDetection(Dataset):
 
 def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
     """Stack same-sized images into N×3×H×W and keep the per-image target dicts in a list."""
-    images, targets = zip(*batch)
-    return torch.stack(images), list(targets)
+    if not batch:
+        raise UserError("detection_collate got an empty batch")
+    return torch.stack([im for im, _ in batch]), [t for _, t in batch]
+
+
+def _top_object(pix: torch.Tensor, obj: torch.Tensor, use: torch.Tensor, npix: int) -> torch.Tensor:
+    """Per pixel, the index of the top object among those with ``use``, or -1. Objects are numbered by
+    image then slot, so within an image the largest index drawn on a pixel is the one on top."""
+    sel = use[obj]
+    return torch.full((npix,), -1, dtype=torch.long).scatter_reduce(0, pix[sel], obj[sel], "amax")
 
 
 def _generate_detection(stream: int, num_images: int, image_size: int, num_categories: int, max_objects: int,
@@ -443,19 +451,12 @@ def _generate_detection(stream: int, num_images: int, image_size: int, num_categ
         pix = obj_img[obj] * (s * s) + py * s + px
         area = torch.bincount(obj, minlength=m)
 
-        def paint(use: torch.Tensor) -> torch.Tensor:
-            """Per pixel, the index of the top object among ``use``, or -1: objects are numbered by image
-            then slot, so within an image the largest index drawn on a pixel is the one on top."""
-            sel = use[obj]
-            return torch.full(((b - a) * s * s,), -1, dtype=torch.long).scatter_reduce(
-                0, pix[sel], obj[sel], "amax")
-
         # occlusion: an object is kept when at least ``min_visible`` of it (and 4 pixels) shows; dropped
         # objects are not drawn at all (which only uncovers the others), so every drawn pixel is in a box
-        ids = paint(torch.ones(m, dtype=torch.bool))
+        ids = _top_object(pix, obj, torch.ones(m, dtype=torch.bool), (b - a) * s * s)
         nvis = torch.bincount(ids + 1, minlength=m + 1)[1:]
         keep = (nvis >= 4) & (nvis >= min_visible * area)
-        ids = paint(keep).view(b - a, -1)
+        ids = _top_object(pix, obj, keep, (b - a) * s * s).view(b - a, -1)
         flat = ids.flatten()
         on = flat >= 0
         obj, py, px = flat[on], ys.repeat(b - a)[on], xs.repeat(b - a)[on]
