@@ -1,0 +1,106 @@
+"""Recipe ``multilabel``: each loss trains a few steps through the engine on every data source."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vislearn.errors import UserError
+from vislearn.recipes import get_recipe
+from vislearn.recipes.multilabel import MultilabelModule, build_multilabel_loss, evaluate_multilabel
+from vislearn.train import Trainer
+
+TINY = ["steps=2", "batch_size=8", "num_samples=24", "num_labels=6", "log_every=1", "image_size=16"]
+
+METRICS = {"per_class_precision", "per_class_recall", "overall_precision", "overall_recall", "n_plus",
+           "mean_average_precision", "num_labels_evaluated"}
+
+
+@pytest.mark.parametrize("loss", ["softmax", "pairwise", "warp"])
+def test_quick_recipe_trains_each_loss(loss):
+    r = get_recipe("multilabel")
+    cfg = r.config("quick", TINY + [f"loss={loss}"])
+    task = r.build(cfg)
+    assert task.module.model.label_names == list(task.train_set.classes)
+    res = Trainer(cfg, task, None, progress=False).fit()
+    assert set(res.final_metrics) == METRICS
+    assert res.final_metrics["num_labels_evaluated"] <= 6
+    train = [h for h in res.history if h["split"] == "train"]
+    assert len(train) == 2 and all(np.isfinite(h["loss"]) for h in train)
+
+
+def test_evaluate_matches_topk_scores_on_model_outputs():
+    from torch.utils.data import DataLoader
+
+    from vislearn.metrics import topk_scores
+
+    r = get_recipe("multilabel")
+    cfg = r.config("quick", TINY)
+    task = r.build(cfg)
+    module = task.module.eval()
+    loader = DataLoader(task.eval_set, batch_size=5)
+    with torch.no_grad():
+        ours = evaluate_multilabel(module, loader, k=2)
+        scores = module.model(task.eval_set.images)
+    assert ours == topk_scores(scores, task.eval_set.targets, k=2)
+
+
+def test_presets_and_bad_settings():
+    r = get_recipe("multilabel")
+    paper = r.config("paper")
+    assert (paper.model, paper.loss, paper.margin, paper.k, paper.width) == ("multilabel_net", "warp", 1.0, 3, 1.0)
+    with pytest.raises(UserError, match="needs --data"):
+        r.build(paper)
+    with pytest.raises(UserError, match="unknown loss"):
+        r.build(r.config("quick", TINY + ["loss=hinge"]))
+    with pytest.raises(UserError, match="k must be"):
+        r.build(r.config("quick", TINY + ["k=7"]))
+    with pytest.raises(UserError):
+        build_multilabel_loss("logistic", 5)
+    with pytest.raises(UserError, match="neither"):
+        r.build(r.config("quick", TINY), data=str(__import__("pathlib").Path(__file__).parent))
+
+
+def test_module_logs_skipped_rows_and_violations():
+    model = torch.nn.Linear(4, 5)
+    module = MultilabelModule(model, build_multilabel_loss("warp", 5))
+    y = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    out = module((torch.randn(2, 4), y))
+    assert float(out["skipped_rows"]) == 1.0
+    assert 0.0 <= float(out["violated_frac"]) <= 1.0
+
+
+def _png(path, rng, size=20):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (size, size + 3, 3), dtype=np.uint8)).save(path)
+
+
+def test_csv_folder_data(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = ["cat|dog", "dog", "sky|cat", "sky", "cat", "dog|sky", "cat", "sky"]
+    for split in ("train", "val"):
+        lines = ["path,labels"]
+        for i, lab in enumerate(labels):
+            _png(tmp_path / split / f"{i}.png", rng)
+            lines.append(f"{split}/{i}.png,{lab}")
+        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    r = get_recipe("multilabel")
+    cfg = r.config("quick", ["steps=2", "batch_size=4", "image_size=16", "k=1", "log_every=0"])
+    task = r.build(cfg, data=str(tmp_path))
+    assert task.train_set.classes == ["cat", "dog", "sky"] == task.module.model.label_names
+    x, y = task.train_set[0]
+    assert x.shape == (3, 16, 16) and y.tolist() == [1, 1, 0]
+    res = Trainer(cfg, task, None, progress=False).fit()
+    assert set(res.final_metrics) == METRICS
+
+
+def test_nuswide_folder_data(tmp_path):
+    from test_multilabel_nuswide import make_layout
+
+    make_layout(tmp_path)
+    r = get_recipe("multilabel")
+    cfg = r.config("quick", ["steps=1", "batch_size=2", "image_size=16", "k=2", "loss=pairwise", "log_every=0"])
+    task = r.build(cfg, data=str(tmp_path))
+    assert task.module.model.label_names == ["animal", "sky", "water"]
+    res = Trainer(cfg, task, None, progress=False).fit()
+    assert res.final_metrics["num_labels_evaluated"] == 2  # the fake test split has "animal" and "water"
