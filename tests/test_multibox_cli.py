@@ -1,0 +1,77 @@
+"""The multibox recipe, the `vislearn propose` command and the reproduction, end to end at tiny scale."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from vislearn.cli import main
+from vislearn.convert import save_weights
+from vislearn.models import create_model
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    m = create_model("msc_multibox", backbone="multibox_tiny", image_size=64, head_width=16, context_width=8,
+                     backbone_kwargs={"widths": [8, 8, 8, 8, 8]})
+    path = tmp_path_factory.mktemp("w") / "mb.safetensors"
+    save_weights(m, path)
+    return path
+
+
+def test_propose_command_json_and_draw(weights, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    Image.new("RGB", (80, 60), (10, 200, 30)).save(img)
+    out = tmp_path / "boxes.png"
+    assert main(["propose", "--weights", str(weights), str(img), "--top", "7", "--json", "--draw", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(text.splitlines()[0])
+    props = data["proposals"]
+    assert len(props) == 7 and data["size"] == [60, 80]
+    assert all(0 <= p["box"][0] <= p["box"][2] <= 80 and 0 <= p["box"][1] <= p["box"][3] <= 60 for p in props)
+    assert [p["score"] for p in props] == sorted((p["score"] for p in props), reverse=True)
+    assert Image.open(out).size == (80, 60)
+
+
+def test_propose_command_errors(weights, tmp_path, capsys):
+    assert main(["propose", "--weights", str(tmp_path / "none.safetensors"), "x.png"]) == 2
+    other = tmp_path / "other.safetensors"
+    save_weights(create_model("multibox_tiny", widths=[4, 4, 4, 4, 4]), other)
+    img = tmp_path / "img.png"
+    Image.new("RGB", (40, 40)).save(img)
+    assert main(["propose", "--weights", str(other), str(img)]) == 2
+    assert "not msc_multibox" in capsys.readouterr().err
+    assert main(["propose", "--weights", str(weights), str(tmp_path / "missing.png")]) == 2
+    assert main(["propose", "--weights", str(weights), str(img), "--top", "0"]) == 2
+
+
+def test_recipe_builds_fits_priors_and_trains(tmp_path):
+    from vislearn.recipes import get_recipe
+    from vislearn.train import Trainer
+
+    r = get_recipe("multibox")
+    cfg = r.config("quick", {"steps": 2, "batch_size": 8, "num_train_images": 16, "num_eval_images": 8,
+                             "image_size": 64, "head_width": 16, "context_width": 8, "log_every": 1})
+    task = r.build(cfg)
+    model = task.module.model
+    assert model.priors.shape == (1420, 4) and not torch.equal(model.coder_std, torch.ones(4))
+    res = Trainer(cfg, task, out_dir=tmp_path / "run", progress=False).fit()
+    assert {"recall@10", "recall@100", "proposal_ap50"} <= set(res.final_metrics)
+    assert res.history[0]["loss"] > 0
+    # the exported weights carry the fitted priors
+    from vislearn.convert import create_model_from_weights
+
+    m2 = create_model_from_weights(tmp_path / "run" / "model.safetensors")
+    assert torch.equal(m2.priors, model.priors)
+    paper = r.config("paper")
+    assert paper.alpha == 0.3 and paper.grids == (8, 6, 4, 3, 2, 1) and paper.backbone == "inception_v3"
+
+
+def test_reproduction_runs_at_tiny_scale(tmp_path):
+    from vislearn.reproduce import run_reproduction
+
+    rec = run_reproduction("multibox", tmp_path, scale=0.01, seeds=(0,), log=lambda m: None)
+    nums = rec["numbers"]
+    assert set(nums["learned"]) == {"1", "2", "5", "10", "20", "50", "100"}
+    assert 0 <= nums["sliding"]["100"] <= 1 and (tmp_path / "multibox.png").exists()
