@@ -1,5 +1,10 @@
 """Embedded datasets that need no download: ``digits``, ``shapes`` and ``photos``.
 
+* ``digits``: scikit-learn's 8×8 handwritten digits.
+* ``shapes_classification`` / ``shapes_multilabel`` / ``shapes_detection`` (+ ``detection_collate``):
+  procedurally drawn scenes of 10 shapes × 8 colours × 2 fills (drawing in ``_draw``), cached in-process.
+* ``photos`` / ``photo_crops``: scikit-image's bundled sample photos.
+
 All return images as float tensors in [0, 1], NCHW, and are deterministic from their arguments.
 """
 
