@@ -98,7 +98,7 @@ def krocc(prediction: ArrayLike, target: ArrayLike, chunk: int = 1024) -> float:
         return float((counts * (counts - 1) / 2.0).sum())
 
     den = np.sqrt((n0 - tied_pairs(x)) * (n0 - tied_pairs(y)))
-    return s / den if den > 0 else float("nan")
+    return float(s / den) if den > 0 else float("nan")
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:

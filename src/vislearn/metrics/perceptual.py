@@ -631,8 +631,8 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, steps: int = 2000,
-        lr: float = 0.02, batch_size: int = 64, eval_every: int = 20, patience: int = 10,
+def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, steps: int = 3000,
+        lr: float = 0.05, batch_size: int = 64, eval_every: int = 20, patience: int = 10,
         weight_decay: float = 0.0, seed: int = 0, device: str = "cpu", feature_batch: int = 8,
         val: Any = None, log: Callable[[str], None] | None = None) -> FitResult:
     """Fit ``metric``'s channel weights (and rating map) to human judgments, in place.
