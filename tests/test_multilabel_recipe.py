@@ -104,3 +104,16 @@ def test_nuswide_folder_data(tmp_path):
     assert task.module.model.label_names == ["animal", "sky", "water"]
     res = Trainer(cfg, task, None, progress=False).fit()
     assert res.final_metrics["num_labels_evaluated"] == 2  # the fake test split has "animal" and "water"
+
+
+def test_reproduction_runs_at_tiny_scale(tmp_path):
+    import json
+
+    from vislearn.reproduce import run_reproduction
+
+    record = run_reproduction("multilabel", tmp_path, scale=0.01, seeds=(0,), log=lambda m: None)
+    assert (tmp_path / "multilabel.json").exists() and (tmp_path / "multilabel.png").exists()
+    saved = json.loads((tmp_path / "multilabel.json").read_text())
+    assert saved["passed"] == record["passed"]
+    assert set(saved["numbers"]["table"]) == {"softmax", "pairwise", "warp"}
+    assert saved["numbers"]["steps"] == 3
