@@ -25,7 +25,6 @@ from vislearn.detection import (
 )
 from vislearn.errors import UserError
 from vislearn.losses import MultiBoxLoss
-from vislearn.losses.multibox import multibox_loss
 
 
 def _rand_boxes(n, seed=0):

@@ -51,13 +51,13 @@ def _random_scene(n_img, n_cls, seed, max_gt=6, max_dt=30, size=100.0):
 def _cocoeval(gtb, gtl, dtb, dts, dtl, n_cls, use_cats=True, iou_thrs=None, max_dets=None, area_rng=None):
     images = [{"id": i + 1, "width": 100, "height": 100} for i in range(len(gtb))]
     anns, res = [], []
-    for i, (g, lab) in enumerate(zip(gtb, gtl)):
-        for b, c in zip(g.tolist(), lab.tolist()):
+    for i, (g, lab) in enumerate(zip(gtb, gtl, strict=True)):
+        for b, c in zip(g.tolist(), lab.tolist(), strict=True):
             w, h = b[2] - b[0], b[3] - b[1]
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
                          "bbox": [b[0], b[1], w, h], "area": w * h})
-    for i, (d, s, lab) in enumerate(zip(dtb, dts, dtl)):
-        for b, sc, c in zip(d.tolist(), s.tolist(), lab.tolist()):
+    for i, (d, s, lab) in enumerate(zip(dtb, dts, dtl, strict=True)):
+        for b, sc, c in zip(d.tolist(), s.tolist(), lab.tolist(), strict=True):
             res.append({"image_id": i + 1, "category_id": int(c) + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
                         "score": sc})
     with contextlib.redirect_stdout(io.StringIO()):

@@ -1,6 +1,5 @@
 """MSC-MultiBox model, proposals, post-classifier, weights round trip and the propose command."""
 
-import json
 
 import pytest
 import torch

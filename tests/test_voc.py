@@ -1,7 +1,6 @@
 """VOC-XML loader on a tiny fake VOCdevkit layout."""
 
 import pytest
-import torch
 from PIL import Image
 
 from vislearn.data.voc import VOCDetection, parse_voc_xml

@@ -61,7 +61,7 @@ def run(args) -> int:
     with torch.no_grad():
         boxes, scores = propose_image(model, image, args.top, None if args.nms >= 1 else args.nms)
     rows = [{"rank": i + 1, "score": round(float(s), 5), "box": [round(float(v), 2) for v in b]}
-            for i, (b, s) in enumerate(zip(boxes, scores))]
+            for i, (b, s) in enumerate(zip(boxes, scores, strict=True))]
     if args.json:
         print(json.dumps({"image": str(args.image), "size": list(image.shape[-2:]), "proposals": rows}))
     else:

@@ -18,7 +18,7 @@ Either way ``code = (offset − mean) / std`` and :meth:`BoxCoder.decode` is the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -16,12 +16,11 @@ ground-truth boxes give all ``-1``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 from vislearn.errors import UserError
@@ -53,6 +52,8 @@ def bipartite_match(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, logits: to
     out = torch.full((P,), -1, dtype=torch.long)
     if G == 0 or P == 0:
         return out
+    from scipy.optimize import linear_sum_assignment  # imported on first use: scipy.optimize is slow to import
+
     cost = multibox_cost(pred_boxes, gt_boxes, logits, alpha).cpu().numpy()
     rows, cols = linear_sum_assignment(cost.T)  # rows: gt, cols: predictions
     out[torch.from_numpy(cols.astype(np.int64))] = torch.from_numpy(rows.astype(np.int64))

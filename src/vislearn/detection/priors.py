@@ -18,7 +18,7 @@ priors it builds as a persistent buffer, so they are saved and loaded with the w
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import box_iou
@@ -117,7 +117,7 @@ def num_grid_priors(grids: Sequence[int] = DEFAULT_GRIDS, num_aspect_ratios: int
                     single_prior_grids: Sequence[int] = (1,)) -> int:
     """Number of priors of a grid layout (1,420 for the default)."""
     counts = grid_prior_counts(grids, num_aspect_ratios, single_prior_grids)
-    return sum(int(g) ** 2 * a for g, a in zip(grids, counts))
+    return sum(int(g) ** 2 * a for g, a in zip(grids, counts, strict=True))
 
 
 def grid_priors(grids: Sequence[int] = DEFAULT_GRIDS,
@@ -138,7 +138,7 @@ def grid_priors(grids: Sequence[int] = DEFAULT_GRIDS,
         raise UserError(f"prior scale must be positive, got {scale}")
     counts = grid_prior_counts(grids, len(ratios), single_prior_grids)
     out = []
-    for g, a in zip(grids, counts):
+    for g, a in zip(grids, counts, strict=True):
         g = int(g)
         r = ratios if a == len(ratios) else torch.ones(1, dtype=torch.float64)
         c = (torch.arange(g, dtype=torch.float64) + 0.5) / g

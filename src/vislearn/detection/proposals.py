@@ -14,7 +14,7 @@ This module imports no model (DESIGN.md).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import batched_nms
@@ -84,7 +84,7 @@ def select_proposals(boxes: torch.Tensor, scores: torch.Tensor, top_k: int = 100
     b, s, i, n = b[order], s[order], i[order], n[order]
     counts = torch.bincount(n, minlength=N).tolist()
     out_b, out_s, out_i = [], [], []
-    for bb, ss, ii in zip(b.split(counts), s.split(counts), i.split(counts)):
+    for bb, ss, ii in zip(b.split(counts), s.split(counts), i.split(counts), strict=True):
         out_b.append(bb[:top_k]), out_s.append(ss[:top_k]), out_i.append(ii[:top_k])
     return out_b, out_s, out_i
 

@@ -24,8 +24,8 @@ Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -131,7 +131,9 @@ def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels):
             if len(lab) != len(g):
                 raise UserError(f"image {i}: {len(g)} ground-truth boxes but {len(lab)} labels")
             gl.append(lab)
-    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
+    def cat(xs, shape):
+        return np.concatenate(xs) if xs else np.zeros(shape)
+
     out = (cat(db, (0, 4)), cat(ds, (0,)), cat(dl, (0,)).astype(np.int64) if dt_labels is not None else None,
            cat(di, (0,)).astype(np.int64), cat(gb, (0, 4)), cat(gl, (0,)).astype(np.int64)
            if gt_labels is not None else None, cat(gi, (0,)).astype(np.int64))

@@ -35,7 +35,8 @@ detectors) are our choices.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -138,7 +139,7 @@ class MSCMultiBox(VisionModel):
         self.image_size = int(image_size or entry.input_size[-1])
         self.grids = tuple(int(g) for g in grids)
         self.per_cell = grid_prior_counts(self.grids, num_aspect_ratios, single_prior_grids)
-        self.num_priors = sum(g * g * a for g, a in zip(self.grids, self.per_cell))
+        self.num_priors = sum(g * g * a for g, a in zip(self.grids, self.per_cell, strict=True))
         if num_priors is not None and num_priors != self.num_priors:
             raise UserError(f"num_priors={num_priors} does not fit grids {list(self.grids)} with "
                             f"{num_aspect_ratios} aspect ratios ({self.num_priors} priors); change "
@@ -213,7 +214,7 @@ class MSCMultiBox(VisionModel):
         lat = {s: self.lateral[str(s)](feats[s]) for s in self.stage_ids}
         ctx = self.context(F.adaptive_avg_pool2d(feats[-1], 1).flatten(1)) if self.context_width > 0 else None
         out = []
-        for g, s in zip(self.grids, self.grid_stage):
+        for g, s in zip(self.grids, self.grid_stage, strict=True):
             m = lat[s]
             m = m if m.shape[-2:] == (g, g) else F.adaptive_avg_pool2d(m, g)
             if ctx is not None:
@@ -224,7 +225,7 @@ class MSCMultiBox(VisionModel):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"loc": N×P×4 whitened offsets, "logits": N×P objectness logits}`` in prior order."""
         outs = []
-        for m, head, a in zip(self.forward_features(x), self.heads, self.per_cell):
+        for m, head, a in zip(self.forward_features(x), self.heads, self.per_cell, strict=True):
             y = head(m)  # N×(a·5)×g×g
             n, _, g, _ = y.shape
             outs.append(y.permute(0, 2, 3, 1).reshape(n, g * g * a, 5))
@@ -326,7 +327,7 @@ class ProposalClassifier(nn.Module):
         probs = self(images, boxes, feats).float().softmax(-1)[:, : self.num_classes] if sum(counts) else \
             torch.zeros(0, self.num_classes)
         results = []
-        for b, p in zip(boxes, probs.split(counts)):
+        for b, p in zip(boxes, probs.split(counts), strict=True):
             k, c = p.shape
             s = p.reshape(-1)
             lab = torch.arange(c).repeat(k)

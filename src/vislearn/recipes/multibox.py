@@ -43,8 +43,8 @@ from vislearn.metrics.detection import proposal_ap, proposal_recall
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 
-__all__ = ["MultiBoxConfig", "MultiBoxModule", "MultiBoxRecipe", "PostClassifierModule", "ResizedDetection", "build_model",
-           "detection_datasets", "evaluate_proposals", "fit_priors_and_coder", "train_post_classifier"]
+__all__ = ["MultiBoxConfig", "MultiBoxModule", "MultiBoxRecipe", "PostClassifierModule", "ResizedDetection",
+           "build_model", "detection_datasets", "evaluate_proposals", "fit_priors_and_coder", "train_post_classifier"]
 
 
 @dataclass
@@ -119,7 +119,8 @@ def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, 
         train = shapes_detection("train", num_images=cfg.num_train_images, **kw)
         test = shapes_detection("test", num_images=cfg.num_eval_images, **kw)
         classes = list(getattr(train, "classes", None) or range(cfg.num_categories))
-        return ResizedDetection(train, cfg.image_size), ResizedDetection(test, cfg.image_size), [str(c) for c in classes]
+        names = [str(c) for c in classes]
+        return ResizedDetection(train, cfg.image_size), ResizedDetection(test, cfg.image_size), names
     if data is None:
         raise UserError(f"dataset {cfg.dataset!r} needs --data PATH")
     root = Path(data)
@@ -273,7 +274,7 @@ class PostClassifierModule(nn.Module):
             feats = pm.backbone.forward_features(images) if self.model.mode == "roi" else None
         boxes, labels = [], []
         bg = self.model.num_classes
-        for p, t in zip(props, targets):
+        for p, t in zip(props, targets, strict=True):
             g, lab = t["boxes"].reshape(-1, 4).float(), t["labels"].reshape(-1)
             b = torch.cat([p.float(), g])
             y = torch.full((len(b),), bg, dtype=torch.long, device=b.device)

@@ -168,7 +168,7 @@ def _figure(numbers: dict):
     ms = [tr[n]["ms_per_image"] for n in ns]
     ax[2].plot(ms, [tr[n]["recall"] for n in ns], "o-", label="proposal recall@n")
     ax[2].plot(ms, [tr[n]["map50"] for n in ns], "s-", label="detection mAP50")
-    for n, x, y in zip(ns, ms, [tr[n]["recall"] for n in ns]):
+    for n, x, y in zip(ns, ms, [tr[n]["recall"] for n in ns], strict=True):
         ax[2].annotate(str(n), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
     ax[2].set_xlabel("ms per image (proposals + post-classification)"), ax[2].set_title("(d) quality for time")
     ax[2].legend(), ax[2].grid(alpha=0.3)
