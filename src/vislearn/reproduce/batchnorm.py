@@ -193,7 +193,9 @@ def _figure(runs: dict[str, list[dict[str, Any]]], base: str, best_lr: float):
         ax.plot(recs[0]["step"][:n], _median_curve(recs), color=color, ls=ls, lw=lw, label=k)
     ax.axhline(TARGET, color="k", lw=0.5, ls=":")
     ax.set(xlabel="training steps", ylabel="test accuracy (median of seeds)", ylim=(0.0, 1.0),
-           title="(a) test accuracy, digits MLP", xscale="symlog")
+           title="(a) test accuracy, digits MLP")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(0, max(r["step"][-1] for recs in runs.values() for r in recs))
     ax.legend(fontsize=8)
     for ax, key, title in ((axes[1], base, f"(b) without BN, lr {best_lr:g}"),
                            (axes[2], "BN", f"(c) with BN, lr {best_lr:g}")):
