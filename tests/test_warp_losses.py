@@ -302,3 +302,16 @@ def test_losses_accept_bool_and_integer_targets():
     a = WARPLoss(4, generator=torch.Generator().manual_seed(0))(s, t)
     b = WARPLoss(4, generator=torch.Generator().manual_seed(0))(s, t.float())
     assert a.item() == b.item()
+
+
+def test_warp_chunked_sampling_equals_one_pass(monkeypatch):
+    import vislearn.losses.multilabel as ml
+
+    s = torch.randn(9, 13)
+    pos = torch.rand(9, 13) < 0.3
+    pos[:, 0] = True
+    one = warp_sample(s, pos, 1.0, None, torch.Generator().manual_seed(4))
+    monkeypatch.setattr(ml, "_CHUNK", 13 * 2)  # two pairs per chunk
+    chunked = warp_sample(s, pos, 1.0, None, torch.Generator().manual_seed(4))
+    for key in one:
+        assert torch.equal(one[key], chunked[key]), key

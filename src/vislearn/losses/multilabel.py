@@ -35,8 +35,9 @@ uniform among the violators; its key ``U_min`` is the minimum of ``v`` uniforms
 (``1 − U^{1/v}``) and independent of which one it is; the number of draws ``N`` is one plus the
 number of the ``n − v`` non-violators whose key is below ``U_min``, i.e. ``1 + Binomial(n − v,
 U_min)``. Sampling these three quantities directly gives exactly the distribution of the
-draw-one-by-one procedure with no P×C random keys and no loop: the ``v`` violators of all
-positives come from one sort of each row and a binary search. The draws are capped at
+draw-one-by-one procedure with two random numbers per pair and no loop: one comparison of each
+pair's threshold with its row's scores and a running count find the violators, and a binary search
+in the running count picks the chosen one. The draws are capped at
 ``max_trials`` (default: all the row's negatives); a pair that finds no violator within the cap
 contributes nothing. WSABIE draws with replacement; drawing without replacement (a random order)
 never wastes a draw on a label already seen.
@@ -178,14 +179,17 @@ def warp_rank_weights(num_labels: int, dtype: torch.dtype = torch.float32) -> to
     return torch.cat([torch.zeros(1, dtype=torch.float64), (1.0 / r).cumsum(0)]).to(dtype)
 
 
+_CHUNK = 1 << 24  # pair×label elements processed at once (bounds the memory of huge batches)
+
+
 def warp_sample(scores: torch.Tensor, pos: torch.Tensor, margin: float = 1.0, max_trials: int | None = None,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Sample, for every (row, positive) pair at once, the first margin violator of a random order.
 
     Equivalent in distribution to shuffling the row's ``n`` negatives and drawing them one by one
-    until one of the ``v`` violators (``s_k > s_j − margin``) appears, but O(C log C) per row and
-    O(1) random numbers per pair (module docstring): the violators are found by a binary search in
-    the row's sorted scores, the chosen one is uniform among them, and the number of draws is
+    until one of the ``v`` violators (``s_k > s_j − margin``) appears (module docstring), with two
+    random numbers per pair: the chosen violator is uniform among the ``v`` (found by a binary
+    search in the running count of violators), and the number of draws is
     ``N = 1 + Binomial(n − v, U_min)`` with ``U_min = 1 − U^{1/v}`` the smallest of ``v`` uniform keys.
 
     Args:
@@ -207,19 +211,25 @@ def warp_sample(scores: torch.Tensor, pos: torch.Tensor, margin: float = 1.0, ma
     if generator is not None and generator.device.type != device.type:
         raise UserError(f"WARPLoss generator is on {generator.device}, scores are on {device}")
     rows, positives = pos.nonzero(as_tuple=True)
-    n_pos = pos.sum(1)
-    # negatives ascending; the row's positives are pushed in front as −inf (the first n_pos slots)
-    neg_sorted, order = s.masked_fill(pos, float("-inf")).sort(dim=1)
-    first = torch.searchsorted(neg_sorted, (s - margin).contiguous(), right=True)  # N×C: first slot > s − m
-    first = torch.maximum(first, n_pos.unsqueeze(1))[rows, positives]
-    violators = c - first
-    negatives = (c - n_pos)[rows]
+    p = rows.numel()
+    u = torch.rand(2, p, generator=generator, device=device, dtype=torch.float64)
+    neg_scores = s.masked_fill(pos, float("-inf"))  # positives never violate
+    thresh = s[rows, positives] - margin
+    violators = torch.empty(p, dtype=torch.long, device=device)
+    negative = torch.empty(p, dtype=torch.long, device=device)
+    step = max(1, _CHUNK // max(c, 1))
+    for a in range(0, p, step):  # one chunk unless P×C exceeds _CHUNK elements
+        b = min(p, a + step)
+        viol = neg_scores[rows[a:b]] > thresh[a:b, None]
+        running = viol.view(torch.uint8).cumsum(1, dtype=torch.int32)  # (a uint8 view: no bool copy)
+        v = running[:, -1].long()
+        # the (r+1)-th violator, r uniform in 0..v−1: first slot where the running count reaches r + 1
+        r = torch.minimum((u[0, a:b] * v).floor().long(), (v - 1).clamp(min=0))
+        slot = torch.searchsorted(running, (r + 1).to(torch.int32).unsqueeze(1)).squeeze(1)
+        violators[a:b], negative[a:b] = v, slot.clamp(max=c - 1)
+    negatives = (c - pos.sum(1))[rows]
     found = violators > 0
-    u = torch.rand(2, rows.numel(), generator=generator, device=device, dtype=torch.float64)
-    v = violators.clamp(min=1).to(torch.float64)
-    slot = c - 1 - torch.minimum((u[0] * v).floor(), v - 1).long()  # uniform among the top v
-    negative = order[rows, slot]
-    u_min = 1.0 - u[1].pow(1.0 / v)  # the smallest of v uniform keys
+    u_min = 1.0 - u[1].pow(1.0 / violators.clamp(min=1).to(torch.float64))  # smallest of v uniform keys
     skipped = torch.binomial((negatives - violators).to(torch.float64), u_min, generator=generator)
     draws = 1 + skipped.long()
     cap = negatives if max_trials is None else negatives.clamp(max=max_trials)
