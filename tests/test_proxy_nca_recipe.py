@@ -66,3 +66,24 @@ def test_reproduction_runs_tiny(tmp_path):
     n = rec["numbers"]
     assert len(n["median_recall@1"]["proxy_nca"]) == len(n["eval_steps"]) >= 2
     assert set(n["final_median_map@r"]) == {"proxy_nca", "triplet"}
+
+
+def test_recipe_on_a_cub_layout(tmp_path):
+    from torchvision.io import write_png
+
+    root = tmp_path / "CUB_200_2011"
+    lines, labels = [], []
+    for i, c in enumerate([1, 1, 2, 101, 101, 150], 1):
+        rel = f"{c:03d}.B/{i}.png"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_png(torch.randint(0, 255, (3, 20, 24), dtype=torch.uint8), str(root / "images" / rel))
+        lines.append(f"{i} {rel}")
+        labels.append(f"{i} {c}")
+    (root / "images.txt").write_text("\n".join(lines))
+    (root / "image_class_labels.txt").write_text("\n".join(labels))
+    r = get_recipe("proxy_nca")
+    task = r.build(r.config("quick", {"dataset": "cub200", "image_size": "16", "embedding_dim": "8"}), str(tmp_path))
+    x, y = task.train_set[0]
+    assert x.shape == (3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert task.module.loss.num_classes == 2 and len(task.eval_set) == 3
+    assert task.module.model(x[None]).shape == (1, 8)
