@@ -95,3 +95,18 @@ def test_post_classifier_detections(mode):
     logits = pc(x, [torch.tensor([[0.0, 0, 20, 20]]), torch.zeros(0, 4)])
     assert logits.shape == (1, 4)
     assert not any(p.requires_grad for p in pc.proposal_model.parameters())
+
+
+def test_training_module_drops_degenerate_and_handles_empty_images():
+    from vislearn.losses import MultiBoxLoss
+    from vislearn.recipes.multibox import MultiBoxModule
+
+    m = create_model("msc_multibox", image_size=64, **SMALL)
+    mod = MultiBoxModule(m, MultiBoxLoss())
+    x = torch.rand(3, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[5.0, 5, 30, 40], [10, 10, 10, 20], [70, 70, 90, 90], [-10, 50, 20, 80]])},
+               {"boxes": torch.zeros(0, 4)}, {"boxes": torch.tensor([[0.0, 0, 64, 64]])}]
+    out = mod((x, targets))
+    # kept: the first box, the clipped fourth one and the whole-image box; dropped: zero width, outside
+    assert float(out["matched"]) == 3 and torch.isfinite(out["loss"])
+    out["loss"].backward()

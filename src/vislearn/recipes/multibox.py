@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vislearn.detection.boxes import sanitize_boxes
 from vislearn.detection.coding import fit_coder_stats
 from vislearn.detection.matching import match_batch
 from vislearn.detection.priors import grid_priors, kmeans_aspect_ratios
@@ -137,8 +138,10 @@ def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, 
 
 
 def _normalised_boxes(targets: list[dict[str, torch.Tensor]], h: int, w: int) -> list[torch.Tensor]:
+    """Ground truth in normalised coordinates, clipped to the image; degenerate boxes dropped
+    (:func:`vislearn.detection.sanitize_boxes`: zero/negative size, non-finite, outside the image)."""
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    return [t["boxes"].reshape(-1, 4).float().cpu() / scale for t in targets]
+    return [sanitize_boxes(t["boxes"].reshape(-1, 4).float().cpu(), (h, w))[0] / scale for t in targets]
 
 
 def fit_priors_and_coder(model: nn.Module, dataset: Dataset, max_images: int = 2000, seed: int = 0) -> dict[str, Any]:
