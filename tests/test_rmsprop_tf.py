@@ -62,7 +62,7 @@ def test_differs_from_torch_rmsprop():
     torch_ = _two_steps(lambda ps: torch.optim.RMSprop(ps, lr=0.1, alpha=0.9, eps=1.0), [2.0], 1.0)
     assert ours.item() == pytest.approx(1.0 - 0.2 / math.sqrt(1.3 + 1.0))
     assert torch_.item() == pytest.approx(1.0 - 0.2 / (math.sqrt(0.4) + 1.0))
-    assert abs(ours.item() - torch_.item()) > 1e-2
+    assert abs(ours.item() - torch_.item()) > 5e-3
 
 
 def test_build_optimizer_defaults_and_validation():
