@@ -8,10 +8,16 @@
     (:func:`vislearn.inference.optimize`), in images/s, with the ratios and the top-1 agreement of
     the fast paths with fp32 on 256 random images. The issue's goal: folded ≥ 1.3× unfolded.
 
-Run from the repository root: ``.venv/bin/python benchmarks/batchnorm.py``.
+Run from the repository root: ``.venv/bin/python benchmarks/batchnorm.py``. On a GPU machine,
+``python benchmarks/batchnorm.py --device cuda --json-out gpu.json`` measures the same on CUDA (TF32
+off, so "fp32" is fp32; batches 16 and 128) and writes that JSON only; a later CPU run given
+``--include gpu.json`` stores it under ``"cuda"`` in ``results/bench_batchnorm.json``.
 """
 
 from __future__ import annotations
+
+import argparse
+import json
 
 import _common  # noqa: F401  (puts src/ on the path)
 import torch
@@ -22,12 +28,19 @@ from vislearn.inference import cpu_supports_bf16, optimize
 from vislearn.models import create_model
 from vislearn.nn import BatchNorm2d, recompute_population_statistics
 
+CPU = torch.device("cpu")
 
-def bench_layer(rounds: int = 15) -> dict:
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_layer(rounds: int = 15, device: torch.device = CPU) -> dict:
     torch.manual_seed(0)
-    x = torch.randn(32, 64, 28, 28, requires_grad=True)
+    x = torch.randn(32, 64, 28, 28, device=device, requires_grad=True)
     g = torch.randn_like(x)
-    ours, ref = BatchNorm2d(64), nn.BatchNorm2d(64)
+    ours, ref = BatchNorm2d(64).to(device), nn.BatchNorm2d(64).to(device)
 
     def step(layer):
         def run():
@@ -35,6 +48,7 @@ def bench_layer(rounds: int = 15) -> dict:
             y.backward(g)
             x.grad = None
             layer.weight.grad = layer.bias.grad = None
+            _sync(device)
         return run
 
     t = interleaved({"ours": step(ours), "torch": step(ref)}, warmup=3, rounds=rounds)
@@ -42,9 +56,10 @@ def bench_layer(rounds: int = 15) -> dict:
             "ours_over_torch_time": t["ours"] / t["torch"]}
 
 
-def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: int = 256) -> dict:
+def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: int = 256,
+                    device: torch.device = CPU) -> dict:
     torch.manual_seed(0)
-    model = create_model("bn_inception")
+    model = create_model("bn_inception").to(device)
     # population statistics by the paper's estimator on random images, so BN is not the identity
     recompute_population_statistics(model, [torch.rand(16, 3, size, size) for _ in range(2)], num_batches=2)
     model.eval()
@@ -53,8 +68,15 @@ def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: 
         "bf16_channels_last_unfolded": optimize(model, fold=False, channels_last=True, precision="bf16"),
         "bf16_channels_last_folded": optimize(model, fold=True, channels_last=True, precision="bf16"),
     }
-    x = torch.rand(batch, 3, size, size)
-    t = interleaved({k: (lambda m=m: m(x)) for k, m in paths.items()}, warmup=2, rounds=rounds)
+    x = torch.rand(batch, 3, size, size, device=device)
+
+    def timed(m):
+        def run():
+            m(x)
+            _sync(device)
+        return run
+
+    t = interleaved({k: timed(m) for k, m in paths.items()}, warmup=2, rounds=rounds)
     out = {f"{k}_img_per_s": batch / v for k, v in t.items()}
     out["folded_over_unfolded"] = t["bf16_channels_last_unfolded"] / t["bf16_channels_last_folded"]
     out["folded_over_eager_fp32"] = t["eager_fp32_nchw"] / t["bf16_channels_last_folded"]
@@ -65,7 +87,7 @@ def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: 
     folded_fp32 = optimize(model, fold=True, channels_last=False, precision="fp32")
     max_rel = 0.0
     for _ in range(agree_n // 32):
-        xb = torch.rand(32, 3, size, size, generator=gen)
+        xb = torch.rand(32, 3, size, size, generator=gen).to(device)
         ref = paths["eager_fp32_nchw"](xb)
         for k in agree:
             agree[k] += int((paths[k](xb).argmax(1) == ref.argmax(1)).sum())
@@ -74,7 +96,7 @@ def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: 
     # float32 noise floor: eager fp32 and folded fp32 against float64 on 4 images
     import copy
 
-    xb = torch.rand(4, 3, size, size, generator=gen)
+    xb = torch.rand(4, 3, size, size, generator=gen).to(device)
     with torch.no_grad():
         ref64 = copy.deepcopy(model).double()(xb.double())
     for k, m in (("eager_fp32", paths["eager_fp32_nchw"]), ("folded_fp32", folded_fp32)):
@@ -86,10 +108,33 @@ def bench_inference(batch: int = 16, size: int = 224, rounds: int = 7, agree_n: 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json-out", default=None, help="CUDA mode: write the numbers here (not results/)")
+    parser.add_argument("--include", default=None, help="a --json-out file to store under 'cuda'")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False  # "fp32" means fp32 (TF32 would round to 10 mantissa bits)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        numbers = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+                   "bn_layer_fwd_bwd": bench_layer(rounds=50, device=device),
+                   **{f"bn_inception_inference_b{b}": bench_inference(batch=b, rounds=30, device=device)
+                      for b in (16, 128)}}
+        text = json.dumps(numbers, indent=1)
+        print(text)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                f.write(text)
+        return
     layer = bench_layer()
     inf = bench_inference()
     numbers = {"bn_layer_fwd_bwd": layer, "bn_inception_inference": inf,
                "cpu_native_bf16": cpu_supports_bf16(), "threads": torch.get_num_threads()}
+    if args.include:
+        with open(args.include) as f:
+            numbers["cuda"] = json.load(f)
     summary = (f"BN layer fwd+bwd ours/torch time {layer['ours_over_torch_time']:.2f}x; BN-Inception b16@224 "
                f"img/s fp32 {inf['eager_fp32_nchw_img_per_s']:.1f}, bf16+CL unfolded "
                f"{inf['bf16_channels_last_unfolded_img_per_s']:.1f}, "
