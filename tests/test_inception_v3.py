@@ -18,6 +18,15 @@ timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _randomize_bn(model: nn.Module, seed: int = 1, size: int = 120) -> None:
     """Calibrated BN statistics (one training-mode pass over random [-1, 1] images) and random γ, β.
 
@@ -275,7 +284,7 @@ def test_forward_features_strides():
         feats = m.forward_features(torch.rand(1, 3, 160, 160))
     assert [f.channels for f in m.feature_info] == [t.shape[1] for t in feats] == [64, 192, 288, 768, 2048]
     assert [f.stride for f in m.feature_info] == [2, 4, 8, 16, 32]
-    for f, t in zip(m.feature_info, feats):
+    for f, t in zip(m.feature_info, feats, strict=True):
         assert 160 / f.stride - 5 <= t.shape[-1] <= 160 / f.stride  # VALID convs shave a few pixels
 
 

@@ -59,7 +59,7 @@ from vislearn.nn.conv import ConvBNAct
 
 __all__ = [
     "InceptionV3", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux",
-    "avg_pool_3x3", "set_tf_avg_pool", "init_inception_weights", "count_macs",
+    "avg_pool_3x3", "channels", "set_tf_avg_pool", "init_inception_weights", "count_macs",
     "peer_state_dict", "tf_slim_arrays", "tf_conv_bn", "tf_dense_from_conv", "INCEPTION_V3_TF_SCOPES",
 ]
 
@@ -93,6 +93,13 @@ def _conv(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1,
     return ConvBNAct(cin, cout, k, stride=stride, padding=padding, eps=BN_EPS)
 
 
+def channels(width: float = 1.0):
+    """``c ↦ max(8, round(c · width))``: the channel counts of a narrower network (identity at 1.0)."""
+    if width == 1.0:
+        return lambda c: c
+    return lambda c: max(8, int(round(c * width)))
+
+
 class InceptionA(nn.Module):
     """35×35 module (paper Fig. 5): 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg-pool→1×1.
 
@@ -100,17 +107,18 @@ class InceptionA(nn.Module):
     into two 3×3; the released network has both a 5×5 and a double-3×3 branch); names follow it.
     """
 
-    def __init__(self, cin: int, pool_features: int, tf_avg_pool: bool = False) -> None:
+    def __init__(self, cin: int, pool_features: int, tf_avg_pool: bool = False, width: float = 1.0) -> None:
         super().__init__()
-        self.branch1x1 = _conv(cin, 64, 1)
-        self.branch5x5_1 = _conv(cin, 48, 1)
-        self.branch5x5_2 = _conv(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = _conv(cin, 64, 1)
-        self.branch3x3dbl_2 = _conv(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = _conv(96, 96, 3, padding=1)
+        c = channels(width)
+        self.branch1x1 = _conv(cin, c(64), 1)
+        self.branch5x5_1 = _conv(cin, c(48), 1)
+        self.branch5x5_2 = _conv(c(48), c(64), 5, padding=2)
+        self.branch3x3dbl_1 = _conv(cin, c(64), 1)
+        self.branch3x3dbl_2 = _conv(c(64), c(96), 3, padding=1)
+        self.branch3x3dbl_3 = _conv(c(96), c(96), 3, padding=1)
         self.pool = avg_pool_3x3(tf_avg_pool)
-        self.branch_pool = _conv(cin, pool_features, 1)
-        self.out_chans = 64 + 64 + 96 + pool_features
+        self.branch_pool = _conv(cin, c(pool_features), 1)
+        self.out_chans = c(64) + c(64) + c(96) + c(pool_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([
@@ -124,13 +132,14 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
     """Grid reduction 35→17 (paper Fig. 10, Sec. 7): stride-2 conv and pooling in parallel."""
 
-    def __init__(self, cin: int) -> None:
+    def __init__(self, cin: int, width: float = 1.0) -> None:
         super().__init__()
-        self.branch3x3 = _conv(cin, 384, 3, stride=2)
-        self.branch3x3dbl_1 = _conv(cin, 64, 1)
-        self.branch3x3dbl_2 = _conv(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = _conv(96, 96, 3, stride=2)
-        self.out_chans = 384 + 96 + cin
+        c = channels(width)
+        self.branch3x3 = _conv(cin, c(384), 3, stride=2)
+        self.branch3x3dbl_1 = _conv(cin, c(64), 1)
+        self.branch3x3dbl_2 = _conv(c(64), c(96), 3, padding=1)
+        self.branch3x3dbl_3 = _conv(c(96), c(96), 3, stride=2)
+        self.out_chans = c(384) + c(96) + cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([
@@ -143,21 +152,22 @@ class InceptionB(nn.Module):
 class InceptionC(nn.Module):
     """17×17 module with asymmetric 1×7/7×1 factorisation (paper Fig. 6, Sec. 3.2, n = 7)."""
 
-    def __init__(self, cin: int, channels_7x7: int, tf_avg_pool: bool = False) -> None:
+    def __init__(self, cin: int, channels_7x7: int, tf_avg_pool: bool = False, width: float = 1.0) -> None:
         super().__init__()
-        c7 = channels_7x7
-        self.branch1x1 = _conv(cin, 192, 1)
+        c = channels(width)
+        c7 = c(channels_7x7)
+        self.branch1x1 = _conv(cin, c(192), 1)
         self.branch7x7_1 = _conv(cin, c7, 1)
         self.branch7x7_2 = _conv(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7_3 = _conv(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7_3 = _conv(c7, c(192), (7, 1), padding=(3, 0))
         self.branch7x7dbl_1 = _conv(cin, c7, 1)
         self.branch7x7dbl_2 = _conv(c7, c7, (7, 1), padding=(3, 0))
         self.branch7x7dbl_3 = _conv(c7, c7, (1, 7), padding=(0, 3))
         self.branch7x7dbl_4 = _conv(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = _conv(c7, 192, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_5 = _conv(c7, c(192), (1, 7), padding=(0, 3))
         self.pool = avg_pool_3x3(tf_avg_pool)
-        self.branch_pool = _conv(cin, 192, 1)
-        self.out_chans = 4 * 192
+        self.branch_pool = _conv(cin, c(192), 1)
+        self.out_chans = 4 * c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
@@ -170,15 +180,16 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
     """Grid reduction 17→8 (``Mixed_7a``): 1×1→3×3/2 | 1×1→1×7→7×1→3×3/2 | max-pool 3×3/2."""
 
-    def __init__(self, cin: int) -> None:
+    def __init__(self, cin: int, width: float = 1.0) -> None:
         super().__init__()
-        self.branch3x3_1 = _conv(cin, 192, 1)
-        self.branch3x3_2 = _conv(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = _conv(cin, 192, 1)
-        self.branch7x7x3_2 = _conv(192, 192, (1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = _conv(192, 192, (7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = _conv(192, 192, 3, stride=2)
-        self.out_chans = 320 + 192 + cin
+        c = channels(width)
+        self.branch3x3_1 = _conv(cin, c(192), 1)
+        self.branch3x3_2 = _conv(c(192), c(320), 3, stride=2)
+        self.branch7x7x3_1 = _conv(cin, c(192), 1)
+        self.branch7x7x3_2 = _conv(c(192), c(192), (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = _conv(c(192), c(192), (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = _conv(c(192), c(192), 3, stride=2)
+        self.out_chans = c(320) + c(192) + cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.branch7x7x3_1(x)
@@ -190,19 +201,20 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
     """8×8 module with expanded filter banks (paper Fig. 7): 1×3 and 3×1 outputs concatenated."""
 
-    def __init__(self, cin: int, tf_avg_pool: bool = False) -> None:
+    def __init__(self, cin: int, tf_avg_pool: bool = False, width: float = 1.0) -> None:
         super().__init__()
-        self.branch1x1 = _conv(cin, 320, 1)
-        self.branch3x3_1 = _conv(cin, 384, 1)
-        self.branch3x3_2a = _conv(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = _conv(384, 384, (3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = _conv(cin, 448, 1)
-        self.branch3x3dbl_2 = _conv(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = _conv(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = _conv(384, 384, (3, 1), padding=(1, 0))
+        c = channels(width)
+        self.branch1x1 = _conv(cin, c(320), 1)
+        self.branch3x3_1 = _conv(cin, c(384), 1)
+        self.branch3x3_2a = _conv(c(384), c(384), (1, 3), padding=(0, 1))
+        self.branch3x3_2b = _conv(c(384), c(384), (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = _conv(cin, c(448), 1)
+        self.branch3x3dbl_2 = _conv(c(448), c(384), 3, padding=1)
+        self.branch3x3dbl_3a = _conv(c(384), c(384), (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = _conv(c(384), c(384), (3, 1), padding=(1, 0))
         self.pool = avg_pool_3x3(tf_avg_pool)
-        self.branch_pool = _conv(cin, 192, 1)
-        self.out_chans = 320 + 768 + 768 + 192
+        self.branch_pool = _conv(cin, c(192), 1)
+        self.out_chans = c(320) + 4 * c(384) + c(192)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.branch3x3_1(x)
@@ -224,12 +236,13 @@ class InceptionAux(nn.Module):
     At 17×17 and above the computation is exactly theirs.
     """
 
-    def __init__(self, cin: int, num_classes: int) -> None:
+    def __init__(self, cin: int, num_classes: int, width: float = 1.0) -> None:
         super().__init__()
-        self.conv0 = _conv(cin, 128, 1)
-        self.conv1 = _conv(128, 768, 5)
+        c = channels(width)
+        self.conv0 = _conv(cin, c(128), 1)
+        self.conv1 = _conv(c(128), c(768), 5)
         self.conv1.init_std = 0.01  # TF-slim: truncated normal 0.01 for this layer
-        self.fc = nn.Linear(768, num_classes)
+        self.fc = nn.Linear(c(768), num_classes)
         self.fc.init_std = 0.001  # TF-slim: truncated normal 0.001 for the aux logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -278,6 +291,8 @@ class InceptionV3(VisionModel):
         drop_rate: dropout before the classifier (TF-slim: keep probability 0.8 → 0.2; torchvision
             uses 0.5, timm 0; it has no effect in eval mode).
         tf_avg_pool: TF "SAME" average pooling that excludes the padding (see module docstring).
+        width: channel multiplier for small-scale experiments (1.0: the paper's network; other values
+            have no peer checkpoints).
         normalization: ``(mean, std)`` on the [0, 1] scale; default (0.5, 0.5) → [-1, 1].
         validate_inputs: check range/shape of every batch (turn off inside tight loops if needed).
     """
@@ -286,7 +301,7 @@ class InceptionV3(VisionModel):
     min_input_size = 75  # smallest size for which the 8×8 stage is non-empty (paper Sec. 9 uses 79)
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, drop_rate: float = 0.2,
-                 tf_avg_pool: bool = False,
+                 tf_avg_pool: bool = False, width: float = 1.0,
                  normalization: tuple[Sequence[float], Sequence[float]] | None = (
                      INCEPTION_MEAN, INCEPTION_STD),
                  validate_inputs: bool = True) -> None:
@@ -295,32 +310,36 @@ class InceptionV3(VisionModel):
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
         if not 0 <= drop_rate < 1:
             raise UserError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        if not 0 < width <= 4:
+            raise UserError(f"width must be in (0, 4], got {width}")
         self.num_classes, self.aux_logits, self.tf_avg_pool = num_classes, aux_logits, tf_avg_pool
-        self.Conv2d_1a_3x3 = _conv(3, 32, 3, stride=2)
-        self.Conv2d_2a_3x3 = _conv(32, 32, 3)
-        self.Conv2d_2b_3x3 = _conv(32, 64, 3, padding=1)
+        c = channels(width)
+        self.Conv2d_1a_3x3 = _conv(3, c(32), 3, stride=2)
+        self.Conv2d_2a_3x3 = _conv(c(32), c(32), 3)
+        self.Conv2d_2b_3x3 = _conv(c(32), c(64), 3, padding=1)
         self.maxpool1 = nn.MaxPool2d(3, stride=2)
-        self.Conv2d_3b_1x1 = _conv(64, 80, 1)
-        self.Conv2d_4a_3x3 = _conv(80, 192, 3)
+        self.Conv2d_3b_1x1 = _conv(c(64), c(80), 1)
+        self.Conv2d_4a_3x3 = _conv(c(80), c(192), 3)
         self.maxpool2 = nn.MaxPool2d(3, stride=2)
-        self.Mixed_5b = InceptionA(192, 32, tf_avg_pool)
-        self.Mixed_5c = InceptionA(256, 64, tf_avg_pool)
-        self.Mixed_5d = InceptionA(288, 64, tf_avg_pool)
-        self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = InceptionC(768, 128, tf_avg_pool)
-        self.Mixed_6c = InceptionC(768, 160, tf_avg_pool)
-        self.Mixed_6d = InceptionC(768, 160, tf_avg_pool)
-        self.Mixed_6e = InceptionC(768, 192, tf_avg_pool)
-        self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None
-        self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = InceptionE(1280, tf_avg_pool)
-        self.Mixed_7c = InceptionE(2048, tf_avg_pool)
+        self.Mixed_5b = InceptionA(c(192), 32, tf_avg_pool, width)
+        self.Mixed_5c = InceptionA(self.Mixed_5b.out_chans, 64, tf_avg_pool, width)
+        self.Mixed_5d = InceptionA(self.Mixed_5c.out_chans, 64, tf_avg_pool, width)
+        self.Mixed_6a = InceptionB(self.Mixed_5d.out_chans, width)
+        self.Mixed_6b = InceptionC(self.Mixed_6a.out_chans, 128, tf_avg_pool, width)
+        self.Mixed_6c = InceptionC(self.Mixed_6b.out_chans, 160, tf_avg_pool, width)
+        self.Mixed_6d = InceptionC(self.Mixed_6c.out_chans, 160, tf_avg_pool, width)
+        self.Mixed_6e = InceptionC(self.Mixed_6d.out_chans, 192, tf_avg_pool, width)
+        c6 = self.Mixed_6e.out_chans
+        self.AuxLogits = InceptionAux(c6, num_classes, width) if aux_logits else None
+        self.Mixed_7a = InceptionD(c6, width)
+        self.Mixed_7b = InceptionE(self.Mixed_7a.out_chans, tf_avg_pool, width)
+        self.Mixed_7c = InceptionE(self.Mixed_7b.out_chans, tf_avg_pool, width)
         self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(2048, num_classes)
-        self.num_features = 2048
-        self.feature_info = [FeatureInfo("Conv2d_2b_3x3", 64, 2), FeatureInfo("Conv2d_4a_3x3", 192, 4),
-                             FeatureInfo("Mixed_5d", 288, 8), FeatureInfo("Mixed_6e", 768, 16),
-                             FeatureInfo("Mixed_7c", 2048, 32)]
+        self.num_features = self.Mixed_7c.out_chans
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self.feature_info = [FeatureInfo("Conv2d_2b_3x3", c(64), 2), FeatureInfo("Conv2d_4a_3x3", c(192), 4),
+                             FeatureInfo("Mixed_5d", self.Mixed_5d.out_chans, 8), FeatureInfo("Mixed_6e", c6, 16),
+                             FeatureInfo("Mixed_7c", self.num_features, 32)]
         init_inception_weights(self)
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,164 @@
+"""Recipe ``inception_v3``: the training setup of "Rethinking the Inception Architecture" (Sec. 8).
+
+``paper`` preset (every value is the paper's or, where the paper is silent, Google's released
+training setup; PAPERS.md §2), on an ImageNet-layout folder (``--data ROOT`` with ``ROOT/train``
+and ``ROOT/val``) at 299×299:
+
+* TensorFlow-style RMSProp (:class:`vislearn.train.optim.RMSpropTF`), decay 0.9, ε = 1.0 inside
+  the square root, learning rate 0.045 decayed by 0.94 every two epochs (staircase; the step count
+  of two epochs is computed from the training-set size and the global batch), gradient clipping at
+  2.0 (Sec. 8);
+* label smoothing ε = 0.1 with a uniform prior (Sec. 7); auxiliary classifier loss weight 0.4
+  (TF-slim's trainer; the paper does not give one);
+* batch 32 per replica (Sec. 8: "batch size 32 for 100 epochs" on 50 replicas): the global batch is
+  32 × the number of ``torchrun`` processes;
+* evaluation with a running average of the weights (Sec. 8). Two different decays must not be
+  confused: the exponential moving average of the *weights* used for evaluation is 0.9999
+  (``MOVING_AVERAGE_DECAY`` of Google's Inception trainer), while 0.9997 is the *batch-norm
+  moving-average* decay of the released models (PAPERS.md §2), set here as ``bn_decay`` (PyTorch
+  momentum 1 − 0.9997);
+* weight decay 4e-5 on convolution/linear weights only (released models), BN ε = 0.001.
+
+``quick`` preset: the paper's network (full width) on scikit-learn's digits upscaled to 75×75 (the
+smallest input) as RGB, the same optimiser and loss, bf16 + channels_last, a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch.nn as nn
+
+from vislearn.errors import UserError
+from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes.classification import (
+    ClassifierModule,
+    ClassifyConfig,
+    classification_datasets,
+    evaluate_classifier,
+)
+from vislearn.train.engine import Task
+
+__all__ = ["InceptionConfig", "InceptionV3Recipe", "inception_v3_paper", "inception_v3_quick",
+           "inception_param_groups", "inception_datasets", "apply_epoch_settings"]
+
+
+@dataclass
+class InceptionConfig(ClassifyConfig):
+    """Classification settings plus what the Inception recipes state in epochs and per replica."""
+
+    model: str = "inception_v3"
+    dataset: str = "digits"  # digits | shapes (embedded) | imagenet (an ImageFolder tree given with --data)
+    image_size: int = 75
+    num_classes: int = 10  # embedded shapes only
+    aux_logits: bool = True
+    drop_rate: float = 0.2
+    width: float = 1.0  # channel multiplier (1.0: the paper's network)
+    tf_avg_pool: bool = True  # TF "SAME" average pooling, as the paper's implementation
+    bn_decay: float = 0.9  # BN moving-average decay (PyTorch momentum = 1 - bn_decay)
+    decay_epochs: float = 0.0  # > 0: decay_every = this many epochs of steps
+    epochs: float = 0.0  # > 0: steps = this many epochs
+    batch_per_replica: int = 0  # > 0: batch_size = this × world size (torchrun's WORLD_SIZE)
+
+
+def inception_v3_paper() -> InceptionConfig:
+    """Sec. 8 of the paper on ImageNet at 299×299 (see the module docstring for sources)."""
+    return InceptionConfig(
+        model="inception_v3", dataset="imagenet", image_size=299,  # Table 1: 299×299×3 input
+        optimizer="rmsprop_tf", rmsprop_decay=0.9, optimizer_eps=1.0,  # Sec. 8: "RMSProp with decay 0.9 and ε = 1.0"
+        momentum=0.9,  # not in the paper; TF-slim's RMSProp momentum for the released models
+        lr=0.045,  # Sec. 8: "learning rate of 0.045"
+        schedule="staircase", decay_rate=0.94, decay_epochs=2.0,  # Sec. 8: "decayed every two epochs ... 0.94"
+        clip_grad=2.0,  # Sec. 8: "gradient clipping with threshold 2.0"
+        ema_decay=0.9999,  # Sec. 8: "running average of the parameters"; Google's MOVING_AVERAGE_DECAY
+        bn_decay=0.9997,  # released models' BN moving-average decay (PAPERS.md §2), not the weight EMA
+        label_smoothing=0.1,  # Sec. 7: ε = 0.1, uniform prior
+        aux_weight=0.4,  # Sec. 4 aux head; weight 0.4 from TF-slim's trainer (not in the paper)
+        aux_logits=True, drop_rate=0.2,  # TF-slim: dropout keep probability 0.8
+        weight_decay=4e-5,  # released models' L2 (PAPERS.md §2)
+        batch_per_replica=32, batch_size=32,  # Sec. 8: batch 32 per replica (50 replicas in the paper)
+        epochs=100.0, steps=0,  # Sec. 8: 100 epochs
+        tf_avg_pool=True, width=1.0,
+        eval_every=40_000, ckpt_every=10_000, log_every=100, eval_batch_size=128, precision="fp32",
+    )
+
+
+def inception_v3_quick() -> InceptionConfig:
+    """Minutes on a CPU: digits at 75×75 RGB, the paper's optimiser and losses, bf16 + channels_last."""
+    return replace(
+        inception_v3_paper(), dataset="digits", image_size=75, num_classes=10,
+        epochs=0.0, steps=120, batch_per_replica=0, batch_size=32,
+        lr=0.045, decay_epochs=2.0,
+        ema_decay=0.99,  # a 120-step run needs a short averaging horizon (0.9999 would average the init)
+        bn_decay=0.9,  # likewise for BN statistics
+        weight_decay=4e-5, eval_every=0, ckpt_every=0, log_every=20, eval_batch_size=150,
+        precision="bf16", channels_last=True,
+    )
+
+
+def inception_datasets(cfg: InceptionConfig, data: str | None):
+    """``(train, test)`` for an Inception recipe: embedded digits (RGB) or shapes, or an ImageFolder tree."""
+    if cfg.image_size < 75:
+        raise UserError(f"image_size must be at least 75 for {cfg.model}, got {cfg.image_size}")
+    if data is None and cfg.dataset == "shapes":
+        from vislearn.data import embedded
+
+        return (embedded.shapes_classification("train", num_classes=cfg.num_classes, image_size=cfg.image_size),
+                embedded.shapes_classification("test", num_classes=cfg.num_classes, image_size=cfg.image_size))
+    if data is None and cfg.dataset == "digits":
+        return classification_datasets(cfg, None, channels=3)
+    if data is None:
+        raise UserError(f"dataset {cfg.dataset!r} needs --data ROOT (an ImageFolder tree with train/ and val/); "
+                        "or use dataset=digits|shapes")
+    return classification_datasets(replace(cfg, dataset="folder"), data)
+
+
+def apply_epoch_settings(cfg: InceptionConfig, train_size: int, world_size: int | None = None) -> None:
+    """Turn the per-replica batch and the epoch-based lengths into engine settings (in place)."""
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_per_replica > 0:
+        cfg.batch_size = cfg.batch_per_replica * world_size
+    steps_per_epoch = max(1, train_size // cfg.batch_size)
+    if cfg.epochs > 0:
+        cfg.steps = max(1, round(cfg.epochs * steps_per_epoch))
+    if cfg.decay_epochs > 0:
+        cfg.decay_every = max(1, round(cfg.decay_epochs * steps_per_epoch))
+
+
+def inception_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on convolution and linear weights only (TF-slim regularises ``weights``, not BN
+    β/γ or biases)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@register_recipe("inception_v3")
+class InceptionV3Recipe(Recipe):
+    """Inception-v3 (Szegedy et al. 2016) with the paper's RMSProp / label-smoothing / aux-head recipe."""
+
+    description = "Inception-v3: RMSProp(TF) ε=1, lr 0.045×0.94/2 epochs, clip 2, label smoothing 0.1, aux 0.4"
+    Config = InceptionConfig
+    presets = {"quick": inception_v3_quick(), "paper": inception_v3_paper()}
+
+    def build(self, cfg: InceptionConfig, data: str | None = None) -> Task:
+        from vislearn.models import create_model
+
+        if not 0 < cfg.bn_decay < 1:
+            raise UserError(f"bn_decay must be in (0, 1), got {cfg.bn_decay}")
+        train, test = inception_datasets(cfg, data)
+        apply_epoch_settings(cfg, len(train))
+        classes = getattr(train, "classes", None)
+        num_classes = len(classes) if classes else int(train.targets.max()) + 1
+        model = create_model(cfg.model, num_classes=num_classes, aux_logits=cfg.aux_logits,
+                             drop_rate=cfg.drop_rate, width=cfg.width, tf_avg_pool=cfg.tf_avg_pool)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = 1.0 - cfg.bn_decay
+        module = ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight if cfg.aux_logits else 0.0)
+        return Task(module, train, test, evaluate=evaluate_classifier,
+                    param_groups=inception_param_groups(module, cfg.weight_decay))
