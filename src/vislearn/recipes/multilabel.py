@@ -7,7 +7,7 @@ top-k annotation metrics of :func:`vislearn.metrics.multilabel.topk_scores` (k =
 Presets:
 
 * ``quick``: the embedded Zipf-skewed ``shapes`` scenes (:func:`vislearn.data.embedded.shapes_multilabel`,
-  20 labels), the narrow small-image network with BN, a few hundred SGD steps on a CPU.
+  20 labels, 32 px), the narrow small-image network with BN, 300 Adam steps on a CPU.
 * ``paper``: arXiv 1312.4894 Sec. 4–5: the full-width network (Krizhevsky's 5 conv + 3 FC) trained
   from scratch on NUS-WIDE's 81 concepts (``--data`` = the unpacked NUS-WIDE folder, see
   :mod:`vislearn.data.nuswide`), WARP loss with margin 1, evaluated at k = 3. The paper does not
