@@ -340,7 +340,7 @@ def coco_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_bo
              gt_labels: Sequence, max_dets: int = 100, num_classes: int | None = None) -> float:
     """COCO mAP@[.5:.95] (COCOeval's first ``stats`` entry)."""
     return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
-                               max_dets=[1, 10, max_dets] if max_dets > 10 else [max_dets]).ap(max_det=max_dets)
+                               max_dets=[max_dets]).ap()
 
 
 class DetectionEvaluator:
