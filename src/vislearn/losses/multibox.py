@@ -13,8 +13,9 @@ then every prediction is a negative). Matching is MultiBox's bipartite assignmen
 ``"predictions"`` uses the decoded predictions and their confidences, Erhan et al.'s full cost) or, as
 an option, the SSD IoU rule with forced best match (:func:`vislearn.detection.iou_match`).
 
-Robustness to missing labels (MSC-MultiBox, Szegedy et al., arXiv 1412.1441, Sec. 3, training on
-ILSVRC data where many objects are unlabelled; PAPERS.md §4 "a loss robust to missing labels"). What
+Robustness to missing labels (MSC-MultiBox, Szegedy et al., arXiv 1412.1441, the training-objective part
+of Sec. 3 — section number from our reading, not checked offline — motivated by ILSVRC detection data
+in which many objects are unlabelled; PAPERS.md §4 "a loss robust to missing labels"). What
 we implement, exactly: an unmatched prediction whose *decoded* box has IoU ``<= missing_label_iou``
 with every labelled box of its image (it "overlaps nothing labelled", so it may sit on an
 unlabelled object) has its negative logistic term multiplied by ``missing_label_weight``; all
@@ -91,8 +92,8 @@ class MultiBoxLoss(nn.Module):
     """MultiBox loss with bipartite (or IoU) matching and the missing-label option.
 
     Args:
-        alpha: weight α of the localisation term (Erhan et al. 2014, Sec. 3: α = 0.3 in their
-            experiments; our default).
+        alpha: weight α of the localisation term (0.3: the value we read in Erhan et al. 2014, Sec. 3;
+            PAPERS.md does not state it).
         matching: ``"bipartite"`` (MultiBox) or ``"iou"`` (SSD rule, see ``iou_threshold``).
         match_on: for bipartite matching, ``"priors"`` (cost ``α/2‖p − g‖²``) or ``"predictions"``
             (decoded predictions and their confidences, the full cost ``α/2‖l − g‖² − log c``).
