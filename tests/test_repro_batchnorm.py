@@ -61,3 +61,24 @@ def test_reproduction_runs_at_tiny_scale(tmp_path):
     n = record["numbers"]
     assert set(n["median_steps_to_90"]) == {"noBN lr=0.1", "noBN lr=0.5", "noBN lr=1", "BN", "BN-x5", "BN-x30"}
     assert n["lrs"]["BN-x30"] == pytest.approx(30 * n["best_no_bn_lr"])
+
+
+def test_paper_preset_on_an_imagenet_layout_folder(tmp_path):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                arr = (torch.rand(40, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(tmp_path / split / cls / f"{i}.png")
+    recipe = get_recipe("batchnorm")
+    cfg = recipe.config("paper", {"image_size": 32, "batch_size": 4, "steps": 1, "log_every": 1})
+    task = recipe.build(cfg, str(tmp_path))
+    assert task.train_set.classes == ["cat", "dog"] and len(task.eval_set) == 4
+    x, _ = task.train_set[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert any(type(t).__name__ == "ColorJitter" for t in task.train_set.transform.transforms)
+    result = Trainer(cfg, task, None, progress=False).fit()
+    assert result.step == 1 and "top1" in result.final_metrics

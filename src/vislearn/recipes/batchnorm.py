@@ -108,13 +108,16 @@ class BatchNormRecipe(Recipe):
         chans = 1 if cfg.model == "mlp" and cfg.dataset == "digits" else 3
         if cfg.model == "mlp" and cfg.dataset != "digits":
             raise UserError("the mlp is the Sec. 4.1 digits network; use model=bn_inception for image data")
-        train, test = classification_datasets(cfg, data if cfg.dataset == "imagenet" else None, channels=chans)
-        if cfg.dataset == "imagenet" and cfg.color_jitter > 0:
+        if cfg.dataset == "imagenet":
+            if data is None:
+                raise UserError("dataset 'imagenet' needs --data PATH (an ImageFolder tree with train/ and val/)")
+            from vislearn.data.formats import image_folder_splits
             from vislearn.data.transforms import train_transform
 
-            if not hasattr(train, "transform"):
-                raise UserError("the training set has no transform to set the photometric distortion on")
-            train.transform = train_transform(cfg.image_size, color_jitter=cfg.color_jitter)
+            train, test = image_folder_splits(
+                data, cfg.image_size, train_tf=train_transform(cfg.image_size, color_jitter=cfg.color_jitter))
+        else:
+            train, test = classification_datasets(cfg, None, channels=chans)
         classes = getattr(train, "classes", None)
         num_classes = len(classes) if classes else int(train.targets.max()) + 1
         if cfg.model == "mlp":
