@@ -62,6 +62,51 @@ def squared_distances(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.addmm(pp.unsqueeze(0), x, p.t(), beta=1.0, alpha=-2.0).add_(xx)
 
 
+class _ProxyNCAFunction(torch.autograd.Function):
+    """Per-sample NCA losses of unit embeddings ``x`` (B×D) against unit proxies ``p`` (P×D).
+
+    ``logits = -scale·d`` with ``d = |x|² + |p|² - 2x·p``; the per-row constant ``|x|²`` cancels between
+    the positive term and the log-sum-exp, so it is left out. The forward keeps the softmax over the
+    denominator's proxies (one B×P buffer, reused in place) and the backward is analytic::
+
+        G = softmax_denominator - onehot(target)          (B×P, rows weighted by the incoming grad)
+        dL/dx = 2·scale · G p,   dL/dp = 2·scale · (Gᵀ x - colsum(G) ⊙ p)
+
+    so a step costs three B×P×D matrix products and a handful of passes over one B×P buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: torch.Tensor, targets: torch.Tensor, scale: float,
+                exclude_positive: bool) -> torch.Tensor:
+        pp = p.pow(2).sum(1)
+        logits = torch.addmm(pp.unsqueeze(0), x, p.t(), beta=-scale, alpha=2.0 * scale)  # -scale·(d - |x|²)
+        idx = targets.unsqueeze(1)
+        positive = logits.gather(1, idx).squeeze(1)
+        if exclude_positive:
+            logits.scatter_(1, idx, float("-inf"))
+        top = logits.amax(1, keepdim=True)
+        probs = logits.sub_(top).exp_()  # in place: the softmax numerators
+        total = probs.sum(1, keepdim=True)
+        probs.div_(total)
+        losses = total.log_().add_(top).squeeze(1) - positive
+        ctx.save_for_backward(x, p, targets, probs)
+        ctx.scale = scale
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, p, targets, probs = ctx.saved_tensors
+        g = probs * grad.unsqueeze(1)
+        g.scatter_add_(1, targets.unsqueeze(1), -grad.unsqueeze(1))
+        c = 2.0 * ctx.scale
+        grad_x = grad_p = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(g, p).mul_(c)
+        if ctx.needs_input_grad[1]:
+            grad_p = torch.mm(g.t(), x).sub_(p * g.sum(0).unsqueeze(1)).mul_(c)
+        return grad_x, grad_p, None, None, None
+
+
 def proxy_nca_loss(embeddings: torch.Tensor, proxies: torch.Tensor, targets: torch.Tensor,
                    scale: float = 1.0, exclude_positive: bool = True, normalize: bool = True,
                    reduction: str = "mean") -> torch.Tensor:
@@ -77,22 +122,17 @@ def proxy_nca_loss(embeddings: torch.Tensor, proxies: torch.Tensor, targets: tor
         normalize: L2-normalise embeddings and proxies first (the paper does).
         reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"``.
     """
+    if reduction not in ("mean", "sum", "none"):
+        raise UserError(f"reduction must be mean, sum or none, got {reduction!r}")
     if normalize:
         embeddings = F.normalize(embeddings, dim=1)
         proxies = F.normalize(proxies, dim=1)
-    logits = squared_distances(embeddings, proxies).mul_(-scale)  # B × P, = -scale · d
-    idx = targets.unsqueeze(1)
-    positive = logits.gather(1, idx).squeeze(1)  # -scale · d(x, p_y)
-    if exclude_positive:
-        logits = logits.scatter(1, idx, float("-inf"))
-    losses = torch.logsumexp(logits, dim=1) - positive
+    losses = _ProxyNCAFunction.apply(embeddings, proxies, targets.long(), float(scale), bool(exclude_positive))
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":
         return losses.sum()
-    if reduction == "none":
-        return losses
-    raise UserError(f"reduction must be mean, sum or none, got {reduction!r}")
+    return losses
 
 
 class ProxyNCALoss(nn.Module):
