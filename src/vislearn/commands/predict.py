@@ -1,0 +1,122 @@
+"""``vislearn predict --model NAME --weights PATH IMAGE...``: top-k classes of image files.
+
+Preprocessing is the model family's evaluation transform: for ``inception_v3`` (299 px input)
+resize the short side to 342 and take the central 299×299 crop (torchvision's reference); other
+models use their registered input size with the usual 87.5 % crop. ``--resize``/``--crop`` change
+it. Images go in as [0, 1] RGB; the model applies its own normalisation (``model.normalization``),
+which loading torchvision/timm/TF-slim weights sets to what those weights expect.
+
+Class names: ``--classes FILE`` (one per line), else the 1000 ImageNet names that torchvision ships
+offline when the model has 1000 outputs, else the indices (or the names stored with vislearn weights).
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of image files with a classifier")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--model", default="inception_v3", help="registry name (default: inception_v3)")
+    p.add_argument("--weights", required=True,
+                   help="weights file: vislearn .safetensors, torchvision/timm .pth/.safetensors, TF-slim .npz")
+    p.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+    p.add_argument("--crop", type=int, default=None, help="centre-crop size (default: the model's input size)")
+    p.add_argument("--resize", type=int, default=None,
+                   help="short side before cropping (default: crop / 0.875, i.e. 342 for 299)")
+    p.add_argument("--classes", default=None, help="text file with one class name per line")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--fast", action="store_true", help="use vislearn.inference.optimize (BN folded, bf16)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, from torchvision's offline weight metadata."""
+    from torchvision.models import Inception_V3_Weights
+
+    return list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_model_for_inference(name: str, weights: str):
+    """Build ``name`` and load ``weights`` (rebuilding with the options stored in vislearn files)."""
+    from vislearn.convert import weights_metadata
+    from vislearn.models import create_model
+
+    meta = weights_metadata(weights)
+    kwargs = dict(meta.get("kwargs", {})) if meta.get("model") == name else {}
+    model = create_model(name, weights=weights, **kwargs)
+    return model.eval()
+
+
+def class_names(model, path: str | None) -> list[str]:
+    from vislearn.errors import UserError
+
+    n = _num_outputs(model)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise UserError(f"cannot read class names from {path}: {e.strerror}") from None
+        if len(names) != n:
+            raise UserError(f"{path} lists {len(names)} class names; the model has {n} outputs")
+        return names
+    if n == 1000:
+        return imagenet_categories()
+    return [str(i) for i in range(n)]
+
+
+def _num_outputs(model) -> int:
+    for attr in ("num_classes",):
+        if isinstance(getattr(model, attr, None), int):
+            return int(getattr(model, attr))
+    fc = getattr(model, "fc", None) or getattr(model, "classifier", None)
+    return int(fc.out_features)
+
+
+def run(args) -> int:
+    import torch
+
+    from vislearn.data.formats import load_image
+    from vislearn.data.transforms import eval_transform
+    from vislearn.errors import UserError
+    from vislearn.models import get_entry
+
+    entry = get_entry(args.model)
+    crop = args.crop or entry.input_size[-1]
+    if crop < 1 or (args.resize is not None and args.resize < crop):
+        raise UserError(f"--resize must be >= --crop >= 1, got resize {args.resize} crop {crop}")
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = load_model_for_inference(args.model, args.weights)
+    names = class_names(model, args.classes)
+    k = min(args.top, len(names))
+    transform = eval_transform(crop, resize=args.resize)
+    images = [transform(load_image(p)) for p in args.images]  # every file checked before any work
+    runner = model
+    if args.fast:
+        from vislearn.inference import optimize
+
+        runner = optimize(model)
+    results = []
+    with torch.no_grad():
+        for i in range(0, len(images), args.batch_size):
+            batch = torch.stack(images[i:i + args.batch_size]).clamp_(0, 1)
+            probs = runner(batch).float().softmax(1)
+            p, idx = probs.topk(k, dim=1)
+            for j in range(batch.shape[0]):
+                results.append({"image": args.images[i + j],
+                                "top": [{"index": int(c), "class": names[int(c)], "prob": round(float(q), 6)}
+                                        for q, c in zip(p[j], idx[j], strict=True)]})
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            print(r["image"])
+            for rank, t in enumerate(r["top"], 1):
+                print(f"  {rank}. {t['prob']:7.2%}  {t['class']} ({t['index']})")
+    return 0
