@@ -17,8 +17,8 @@ import statistics
 
 from vislearn.reproduce import Outcome, ReproContext, register_reproduction
 
-STEPS = 600  # per run at scale 1 (2 losses × 3 seeds)
-EVALS = 12  # evaluations per run (Recall@1 curve resolution)
+STEPS = 450  # per run at scale 1 (2 losses × 3 seeds)
+EVALS = 9  # evaluations per run (Recall@1 curve resolution)
 
 
 def _median_curve(curves: list[list[float]]) -> list[float]:
@@ -38,7 +38,7 @@ def _first_reach(steps: list[int], curve: list[float], target: float) -> int | N
     claim="Proxy-NCA converges about 3x faster than triplet loss with semi-hard mining and reaches a higher "
           "Recall@1 on held-out classes",
     criterion="on the embedded class-disjoint shapes split (50 train / 50 test classes), same backbone, batches, "
-              "optimizer and steps, 3 seeds, median over seeds of Recall@1 evaluated 12 times per run: "
+              "optimizer and steps, 3 seeds, median over seeds of Recall@1 evaluated 9 times per run: "
               "Proxy-NCA first reaches the best median Recall@1 that triplet reaches within at most 1/3 of the "
               "steps triplet needs to reach it, and ends with a higher final median Recall@1",
 )
@@ -76,6 +76,8 @@ def run(ctx: ReproContext) -> Outcome:
             torch.manual_seed(seed)
             task = build_task(cfg, train, test)
             res = Trainer(cfg, task, None, progress=False).fit()
+            if res.interrupted:
+                raise KeyboardInterrupt(f"{name} seed {seed} interrupted at step {res.step}")
             evals = [h for h in res.history if h["split"] == "eval"]
             eval_steps = [h["step"] for h in evals]
             for key in curves[name]:
