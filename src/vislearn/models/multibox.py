@@ -170,8 +170,12 @@ class MSCMultiBox(VisionModel):
             bias[:, 4] = math.log(0.01 / 0.99)
         self.coder_mode = coder_mode
         BoxCoder(mode=coder_mode)  # validates the mode
-        self.register_buffer("priors", grid_priors(self.grids, [1.0] * num_aspect_ratios if num_aspect_ratios
-                                                   else [1.0], prior_scale, single_prior_grids))
+        # until the recipe fits k-means ratios: ratios spread geometrically over [1/4, 4]
+        ratios = [2.0 ** (4.0 * i / max(num_aspect_ratios - 1, 1) - 2.0) for i in range(num_aspect_ratios)]
+        if num_aspect_ratios == 1:
+            ratios = [1.0]
+        self.prior_scale = prior_scale
+        self.register_buffer("priors", grid_priors(self.grids, ratios, prior_scale, single_prior_grids))
         self.register_buffer("coder_mean", torch.zeros(4))
         self.register_buffer("coder_std", torch.ones(4))
         self.feature_info = [FeatureInfo(f"grid{g}", head_width, max(1, self.image_size // g)) for g in self.grids]
