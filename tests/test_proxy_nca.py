@@ -181,6 +181,6 @@ def test_analytic_backward_gradcheck_and_autograd_reference(exclude):
 
     g1 = torch.autograd.grad(proxy_nca_loss(x, p, y, scale=2.0, exclude_positive=exclude), (x, p))
     g2 = torch.autograd.grad(reference(x, p), (x, p))
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
     assert proxy_nca_loss(x, p, y, 2.0, exclude).item() == pytest.approx(reference(x, p).item(), abs=1e-12)

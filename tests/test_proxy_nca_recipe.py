@@ -7,7 +7,7 @@ import torch
 
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
-from vislearn.recipes.proxy_nca import ClassGroups, MetricLearningModule, build_task, group_collate
+from vislearn.recipes.proxy_nca import ClassGroups, MetricLearningModule, group_collate
 from vislearn.train import Trainer
 
 

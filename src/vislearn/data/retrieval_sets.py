@@ -30,8 +30,8 @@ needs downloading.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset

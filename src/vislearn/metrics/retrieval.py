@@ -25,7 +25,8 @@ query are kept, with ``k = max(max(ks), largest R)``; a block holds ``rows × N`
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -22,11 +22,11 @@ EVALS = 9  # evaluations per run (Recall@1 curve resolution)
 
 
 def _median_curve(curves: list[list[float]]) -> list[float]:
-    return [statistics.median(vals) for vals in zip(*curves)]
+    return [statistics.median(vals) for vals in zip(*curves, strict=True)]
 
 
 def _first_reach(steps: list[int], curve: list[float], target: float) -> int | None:
-    for s, v in zip(steps, curve):
+    for s, v in zip(steps, curve, strict=True):
         if v >= target - 1e-12:
             return s
     return None
@@ -97,11 +97,11 @@ def run(ctx: ReproContext) -> Outcome:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = {"proxy_nca": "tab:blue", "triplet": "tab:orange"}
     labels = {"proxy_nca": "Proxy-NCA", "triplet": "triplet, semi-hard"}
-    for ax, key in zip(axes, ("recall@1", "map@r")):
+    for ax, key in zip(axes, ("recall@1", "map@r"), strict=True):
         for m in methods:
             runs = curves[m][key]
-            lo = [min(v) for v in zip(*runs)]
-            hi = [max(v) for v in zip(*runs)]
+            lo = [min(v) for v in zip(*runs, strict=True)]
+            hi = [max(v) for v in zip(*runs, strict=True)]
             ax.plot(eval_steps, med[m][key], "-o", ms=3, color=colours[m], label=f"{labels[m]} (median)")
             ax.fill_between(eval_steps, lo, hi, color=colours[m], alpha=0.2)
         ax.set_xlabel("training steps (batch 32)")
