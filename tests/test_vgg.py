@@ -49,7 +49,7 @@ def test_features_only_taps(tv_file):
             h = layer(h)
             if i in (3, 8, 15, 22, 29):
                 expect.append(h.clone())
-    for t, e, f in zip(taps, expect, ours.feature_info):
+    for t, e, f in zip(taps, expect, ours.feature_info, strict=True):
         assert t.shape == (1, f.channels, 48 // f.stride, 64 // f.stride)
         torch.testing.assert_close(t, e, rtol=1e-5, atol=1e-5)
 

@@ -17,7 +17,7 @@ Inputs are 1-D tensors, arrays or lists of equal length; results are plain float
 from __future__ import annotations
 
 import warnings
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from vislearn.errors import UserError
 
 __all__ = ["krocc", "logistic4", "plcc", "rank_average", "srocc", "two_afc_agreement"]
 
-ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
+ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
 
 def _vec(a: ArrayLike, name: str) -> np.ndarray:

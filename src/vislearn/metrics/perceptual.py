@@ -57,8 +57,9 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,14 +164,14 @@ class PerceptualMetric(nn.Module):
             self.set_fast(True)
 
     # ----------------------------------------------------------------------------- configuration
-    def set_fast(self, fast: bool = True) -> "PerceptualMetric":
+    def set_fast(self, fast: bool = True) -> PerceptualMetric:
         """Fast mode: channels_last backbone + bf16 autocast (distances stay fp32)."""
         self.fast = bool(fast)
         fmt = torch.channels_last if fast else torch.contiguous_format
         self.backbone.to(memory_format=fmt)
         return self
 
-    def train(self, mode: bool = True) -> "PerceptualMetric":
+    def train(self, mode: bool = True) -> PerceptualMetric:
         super().train(mode)
         self.backbone.eval()  # the backbone is frozen: never in training mode
         return self
@@ -244,7 +245,7 @@ class PerceptualMetric(nn.Module):
         if spatial:
             size = y.shape[-2:]
             total = None
-            for w, a, b in zip(self.head.weights, fx, fy):
+            for w, a, b in zip(self.head.weights, fx, fy, strict=True):
                 m = ((a - b) ** 2 * w.view(1, -1, 1, 1)).sum(1, keepdim=True)
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                 total = m if total is None else total + m
@@ -253,7 +254,7 @@ class PerceptualMetric(nn.Module):
 
     @staticmethod
     def _pooled(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([((a - b) ** 2).mean((2, 3)) for a, b in zip(fx, fy)], dim=1)
+        return torch.cat([((a - b) ** 2).mean((2, 3)) for a, b in zip(fx, fy, strict=True)], dim=1)
 
     def pair_features(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> torch.Tensor:
         """``D``: N × ΣC pooled per-channel squared differences; ``distance = D @ head.flat_weights()``."""
@@ -445,7 +446,7 @@ class PairFeatures:
     def __len__(self) -> int:
         return self.d0.shape[0]
 
-    def subset(self, idx: torch.Tensor | Sequence[int]) -> "PairFeatures":
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> PairFeatures:
         idx = torch.as_tensor(idx, dtype=torch.long)
         groups = [self.groups[i] for i in idx.tolist()] if self.groups is not None else None
         return PairFeatures(self.kind, self.d0[idx], self.target[idx],
@@ -654,7 +655,8 @@ def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, 
 
     from vislearn.train.engine import Task, TrainConfig, Trainer
 
-    pf = judgments if isinstance(judgments, PairFeatures) else precompute_judgments(metric, judgments, feature_batch, log)
+    pf = (judgments if isinstance(judgments, PairFeatures)
+          else precompute_judgments(metric, judgments, feature_batch, log))
     if pf.layers != metric.layers:
         raise UserError(f"judgment features were computed for layers {pf.layers}, the metric uses {metric.layers}")
     if val is None:
@@ -776,7 +778,7 @@ def sensitivity_map(metric: PerceptualMetric, image: torch.Tensor, kind: str = "
             batch[k, :, y:y + patch, x:x + patch] = full[:, y:y + patch, x:x + patch]
         resp[s:s + len(chunk)] = metric(ref, batch).float().cpu()
     acc, cnt = torch.zeros(h, w), torch.zeros(h, w)
-    for r, (y, x) in zip(resp.tolist(), boxes):
+    for r, (y, x) in zip(resp.tolist(), boxes, strict=True):
         acc[y:y + patch, x:x + patch] += r
         cnt[y:y + patch, x:x + patch] += 1
     return acc / cnt.clamp_min(1)

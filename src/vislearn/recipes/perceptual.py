@@ -21,15 +21,23 @@ callback, which ``vislearn train`` does not pass: from the command line the run 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
 
 from vislearn.errors import UserError
-from vislearn.metrics.perceptual import (VGG_STAGES, HeadFitModule, PairFeatures, PerceptualMetric, create_metric,
-                                         precompute_judgments, split_by_group)
+from vislearn.metrics.perceptual import (
+    VGG_STAGES,
+    HeadFitModule,
+    PairFeatures,
+    PerceptualMetric,
+    create_metric,
+    precompute_judgments,
+    split_by_group,
+)
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 
@@ -58,7 +66,7 @@ def hidden_weighting(metric: PerceptualMetric, seed: int = 0, density: float = 0
     importance = -torch.log(torch.rand(len(metric.head.weights), generator=g))
     importance = importance / importance.sum()
     parts = []
-    for w, imp in zip(metric.head.weights, importance):
+    for w, imp in zip(metric.head.weights, importance, strict=True):
         c = w.numel()
         v = -torch.log(torch.rand(c, generator=g)) * (torch.rand(c, generator=g) < density)
         parts.append(imp * v / v.sum().clamp_min(1e-12))

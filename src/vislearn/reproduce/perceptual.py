@@ -53,10 +53,20 @@ def run(ctx: ReproContext) -> Outcome:
     from vislearn.data.distortions import DISTORTIONS
     from vislearn.data.embedded import DEFAULT_PHOTOS, photos
     from vislearn.metrics.iqa import srocc
-    from vislearn.metrics.perceptual import (create_metric, fit, overlay_map, region_ablation, sensitivity_map,
-                                             split_by_group)
-    from vislearn.recipes.perceptual import (backbone_weights_path, distorted_photo_features, hidden_weighting,
-                                             judgments_from_features)
+    from vislearn.metrics.perceptual import (
+        create_metric,
+        fit,
+        overlay_map,
+        region_ablation,
+        sensitivity_map,
+        split_by_group,
+    )
+    from vislearn.recipes.perceptual import (
+        backbone_weights_path,
+        distorted_photo_features,
+        hidden_weighting,
+        judgments_from_features,
+    )
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     weights = backbone_weights_path(None)
