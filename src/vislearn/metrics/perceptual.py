@@ -72,9 +72,10 @@ from vislearn.models.base import RANGE_TOLERANCE, check_images
 from vislearn.models.vgg import VGG16, VGG16_TAPS
 
 __all__ = [
-    "FitResult", "IQAEvaluation", "LogisticMap", "PairFeatures", "PerceptualHead", "PerceptualMetric",
+    "FitResult", "HeadFitModule", "IQAEvaluation", "LogisticMap", "PairFeatures", "PerceptualHead", "PerceptualMetric",
     "ReferenceFeatures", "TwoAFCEvaluation", "VGG_STAGES", "create_metric", "fit", "load_lpips_lin_weights",
     "overlay_map", "pair_features", "precompute_judgments", "region_ablation", "sensitivity_map",
+    "split_by_group",
 ]
 
 VGG_STAGES: tuple[str, ...] = tuple(name for name, _, _, _ in VGG16_TAPS)
