@@ -110,13 +110,18 @@ def bench_model(name: str, batch: int, size: int, rounds: int, agree_n: int, tra
     ips = {k: batch / v for k, v in t.items()}
 
     # top-1 agreement of the fast path with fp32 on random inputs
-    agree, classes, n = 0, set(), 0
+    agree, classes, n, margins, flip_margins = 0, set(), 0, [], []
     with torch.no_grad():
         for i in range(0, agree_n, batch):
             xi = torch.rand(min(batch, agree_n - i), 3, size, size, generator=g).to(dev)
-            ref, got = ours(xi).argmax(1), fast(xi).argmax(1)
+            z = ours(xi)
+            top2 = z.topk(2, 1).values
+            margin = (top2[:, 0] - top2[:, 1]) / z.abs().amax(1)  # top-1 lead relative to the logit scale
+            ref, got = z.argmax(1), fast(xi).argmax(1)
             agree += int((ref == got).sum())
             classes.update(ref.tolist())
+            margins += margin.tolist()
+            flip_margins += margin[ref != got].tolist()
             n += xi.shape[0]
 
     # training step, ours vs timm, same weights, same batch
@@ -155,7 +160,7 @@ def bench_model(name: str, batch: int, size: int, rounds: int, agree_n: int, tra
     tt = interleaved({"ours_fp32": train_fn(t_ours, xt, yt, False, False),
                       "timm_fp32": train_fn(t_timm, xtn, yt, False, False),
                       "ours_bf16_cl": train_fn(t_ours_cl, xt, yt, True, bf16),
-                      "timm_bf16_cl": train_fn(t_timm_cl, xtn, yt, True, bf16)}, warmup=1, rounds=max(2, rounds - 1))
+                      "timm_bf16_cl": train_fn(t_timm_cl, xtn, yt, True, bf16)}, warmup=1, rounds=max(3, rounds))
     train_ips = {k: train_batch / v for k, v in tt.items()}
     return {
         "images_per_s": ips,
@@ -164,6 +169,8 @@ def bench_model(name: str, batch: int, size: int, rounds: int, agree_n: int, tra
         "ours_vs_timm": ips["ours"] / ips["timm"],
         "max_abs_logit_diff_ours_vs_timm_fp32": max_diff,
         "top1_agreement_fast_vs_fp32": agree / n, "agreement_inputs": n, "distinct_top1_classes": len(classes),
+        "median_relative_top1_margin_fp32": float(torch.tensor(margins).median()),
+        "max_relative_top1_margin_of_flips": max(flip_margins, default=0.0),
         "train_images_per_s": train_ips,
         "train_ours_vs_timm_fp32": train_ips["ours_fp32"] / train_ips["timm_fp32"],
         "train_ours_vs_timm_bf16_cl": train_ips["ours_bf16_cl"] / train_ips["timm_bf16_cl"],
@@ -177,7 +184,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["inception_v3"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=299)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--agree", type=int, default=256)
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
