@@ -55,8 +55,8 @@ def nccl_ddp() -> dict:
 def throughput(name: str, batch: int = 256, size: int = 299) -> dict:
     """Images/s: ours eager fp32, ours fast path (vislearn.inference.optimize), timm fp32 and bf16/cl."""
     import timm
-    from vislearn.inference import optimize
 
+    from vislearn.inference import optimize
     from vislearn.models import create_model
 
     torch.manual_seed(0)

@@ -1,7 +1,20 @@
-"""Shared fixtures: deterministic seeds and a temporary results folder."""
+"""Shared fixtures: deterministic seeds and one intra-op thread.
+
+One thread: the suite's models are small, where a second spinning thread costs more than it gives,
+and on a shared (oversubscribed) 2-core machine two spinning threads per process run many times
+slower. Subprocess tests (DDP, resume) set OMP_NUM_THREADS themselves.
+"""
 
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

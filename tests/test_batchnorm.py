@@ -8,15 +8,6 @@ from vislearn.errors import UserError
 from vislearn.nn import BatchNorm1d, BatchNorm2d, batch_norm_train, recompute_population_statistics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread keeps these small models fast and predictable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _pair(ours_cls, torch_cls, n, dtype=torch.float64, **kw):
     ours, ref = ours_cls(n, **kw).to(dtype), torch_cls(n, **kw).to(dtype)
     if ours.weight is not None:

@@ -9,15 +9,6 @@ from vislearn.inference import optimize
 from vislearn.models import create_model
 from vislearn.nn import BatchNorm2d, fold_batchnorm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread keeps these small models fast and predictable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # Fig. 5 written out independently of the model file: (1×1, 3×3r, 3×3, d3r, d3, proj, stride)
 FIG5 = [(64, 64, 64, 64, 96, 32, 1), (64, 64, 96, 64, 96, 64, 1), (0, 128, 160, 64, 96, 0, 2),
         (224, 64, 96, 96, 128, 128, 1), (192, 96, 128, 96, 128, 128, 1), (160, 128, 160, 128, 160, None, 1),

@@ -11,15 +11,6 @@ from vislearn.models import create_model
 from vislearn.nn import BatchNorm1d, BatchNorm2d, ConvBNAct, fold_batchnorm, is_batchnorm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread keeps these small models fast and predictable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial γ, β and population statistics so that folding has something to get wrong."""
     g = torch.Generator().manual_seed(seed)

@@ -18,15 +18,6 @@ timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomize_bn(model: nn.Module, seed: int = 1, size: int = 120) -> None:
     """Calibrated BN statistics (one training-mode pass over random [-1, 1] images) and random γ, β.
 

@@ -13,15 +13,6 @@ from vislearn.train import Trainer
 from vislearn.train.optim import RMSpropTF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_paper_preset_values():
     cfg = get_recipe("inception_v3").config("paper")
     assert (cfg.optimizer, cfg.rmsprop_decay, cfg.optimizer_eps, cfg.lr) == ("rmsprop_tf", 0.9, 1.0, 0.045)

@@ -19,15 +19,6 @@ timm = pytest.importorskip("timm")
 PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2": 55_843_464}  # PAPERS.md §3 (1000 classes)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # one thread: far faster than two on a shared 2-core machine for these single-image forwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomize(model: nn.Module, g: torch.Generator) -> None:
     """He-normal convs (so the input still matters after ~100 layers), random BN statistics/affines,
     conv biases and a classifier giving O(1) logits."""

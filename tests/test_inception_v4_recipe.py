@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
@@ -31,7 +30,6 @@ def test_paper_preset_is_the_papers_recipe(name):
 
 @pytest.mark.parametrize("name, preset", [(n, p) for n in NAMES for p in ("quick", "paper")])
 def test_two_steps(name, preset):
-    torch.set_num_threads(1)
     r = get_recipe(name)
     # the paper preset on embedded data at 75 px (no ImageNet here): same optimiser, EMA, clipping
     cfg = r.config(preset, {"steps": 2, "epochs": 0, "batch_per_replica": 0, "width": 0.05, "batch_size": 8,

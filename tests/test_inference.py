@@ -10,15 +10,6 @@ from vislearn.models import create_model
 from vislearn.nn import ConvBNAct, is_batchnorm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: one intra-op thread keeps these small models fast and predictable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _trained_mlp():
     model = create_model("mlp", batch_norm=True)
     with torch.no_grad():

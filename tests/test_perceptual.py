@@ -53,7 +53,6 @@ def _pair(n=3, h=48, w=64, seed=0):
 
 
 def test_lpips_equivalence(backbone):
-    torch.set_num_threads(1)
     feats, path = backbone
     ours = create_metric("lpips_vgg", backbone_weights=path, lin_weights=LIN)
     x, y = _pair()

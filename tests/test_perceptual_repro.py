@@ -2,13 +2,10 @@
 
 import json
 
-import torch
-
 from vislearn.reproduce import run_reproduction
 
 
 def test_reproduction_runs_tiny(tmp_path):
-    torch.set_num_threads(1)
     rec = run_reproduction("perceptual", tmp_path, scale=0.02, seeds=(0,), log=lambda m: None)
     assert (tmp_path / "perceptual.json").exists() and (tmp_path / "perceptual.png").exists()
     nums = json.loads((tmp_path / "perceptual.json").read_text())["numbers"]

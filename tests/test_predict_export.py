@@ -15,15 +15,6 @@ from vislearn.data.transforms import eval_transform
 from vislearn.models import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A narrow Inception-v3 with 1000 classes saved as vislearn weights, plus two image files."""

@@ -11,14 +11,6 @@ from vislearn.recipes.classification import ClassifierModule
 from vislearn.train import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_paper_preset_values_and_two_steps_on_shapes():
     recipe = get_recipe("batchnorm")
     cfg = recipe.config("paper")

@@ -2,13 +2,10 @@
 
 import json
 
-import torch
-
 from vislearn.reproduce import get_reproduction, run_reproduction
 
 
 def test_runs_at_tiny_scale(tmp_path):
-    torch.set_num_threads(1)
     rep = get_reproduction("inception_residual")
     assert "50%" in rep.criterion and "0.2" in rep.criterion
     rec = run_reproduction("inception_residual", tmp_path, scale=0.02, seeds=(0,), log=lambda m: None)

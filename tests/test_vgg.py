@@ -25,7 +25,6 @@ def _norm(x):
 
 
 def test_full_model_equals_torchvision(tv_file):
-    torch.set_num_threads(1)
     tv, path = tv_file
     ours = create_model("vgg16", weights=path).eval()
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in tv.parameters()) == 138_357_544

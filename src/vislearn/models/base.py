@@ -84,9 +84,7 @@ class VisionModel(nn.Module):
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """``(mean, std)`` on the [0, 1] scale applied first in ``forward``; ``None`` means identity."""
-        if self.norm_mean.numel() == 0:
-            return None
-        return tuple(self.norm_mean.flatten().tolist()), tuple(self.norm_std.flatten().tolist())
+        return self._normalization
 
     @normalization.setter
     def normalization(self, value: tuple[Sequence[float], Sequence[float]] | None) -> None:
@@ -94,19 +92,24 @@ class VisionModel(nn.Module):
         if value is None:
             self.norm_mean = torch.zeros(0, device=device)
             self.norm_std = torch.zeros(0, device=device)
+            self._normalization = None
             return
         try:
             mean, std = value
-            mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-            std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+            # built on the CPU so the checks below work when the model is built on the meta device
+            mean_t = torch.as_tensor(mean, dtype=torch.float32, device="cpu").flatten()
+            std_t = torch.as_tensor(std, dtype=torch.float32, device="cpu").flatten()
         except (TypeError, ValueError):
             raise UserError(f"normalization must be (mean, std), got {value!r}") from None
         if mean_t.numel() not in (1, self.in_chans) or std_t.numel() not in (1, self.in_chans):
             raise UserError(f"normalization needs 1 or {self.in_chans} values per part, got {value!r}")
         if (std_t <= 0).any():
             raise UserError(f"normalization std must be positive, got {std!r}")
-        self.norm_mean = mean_t.expand(self.in_chans).reshape(1, -1, 1, 1).clone().to(device)
-        self.norm_std = std_t.expand(self.in_chans).reshape(1, -1, 1, 1).clone().to(device)
+        mean_t, std_t = mean_t.expand(self.in_chans), std_t.expand(self.in_chans)
+        # the Python copy answers the getter without reading (possibly meta or GPU) buffers
+        self._normalization = (tuple(mean_t.tolist()), tuple(std_t.tolist()))
+        self.norm_mean = mean_t.reshape(1, -1, 1, 1).clone().to(device)
+        self.norm_std = std_t.reshape(1, -1, 1, 1).clone().to(device)
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate a [0, 1] batch (unless ``validate_inputs`` is off) and apply the normalisation."""
