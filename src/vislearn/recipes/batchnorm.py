@@ -28,6 +28,7 @@ from vislearn.recipes.classification import (
     ClassifyConfig,
     classification_datasets,
     evaluate_classifier,
+    num_classes_of,
 )
 from vislearn.train.engine import Task
 
@@ -118,8 +119,7 @@ class BatchNormRecipe(Recipe):
                 data, cfg.image_size, train_tf=train_transform(cfg.image_size, color_jitter=cfg.color_jitter))
         else:
             train, test = classification_datasets(cfg, None, channels=chans)
-        classes = getattr(train, "classes", None)
-        num_classes = len(classes) if classes else int(train.targets.max()) + 1
+        num_classes = num_classes_of(train)
         if cfg.model == "mlp":
             model = create_model("mlp", num_classes=num_classes, in_chans=chans, image_size=cfg.image_size,
                                  hidden=tuple(cfg.hidden), batch_norm=cfg.batch_norm,

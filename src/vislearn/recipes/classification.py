@@ -89,6 +89,12 @@ class ClassifyConfig(TrainConfig):
     aux_weight: float = 0.0
 
 
+def num_classes_of(dataset) -> int:
+    """Class count of a dataset: its ``classes`` list when it has one, else the largest target + 1."""
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes else int(dataset.targets.max()) + 1
+
+
 def classification_datasets(cfg: ClassifyConfig, data: str | None, channels: int = 1):
     """Train/eval datasets: embedded digits or shapes, or an ImageFolder tree at ``data``."""
     from vislearn.data import embedded
@@ -122,7 +128,7 @@ class ClassifyRecipe(Recipe):
 
         chans = get_entry(cfg.model).input_size[0]
         train, test = classification_datasets(cfg, data, channels=chans)
-        num_classes = len(train.classes) if getattr(train, "classes", None) else int(train.targets.max()) + 1
+        num_classes = num_classes_of(train)
         kwargs = {"image_size": cfg.image_size} if cfg.model == "mlp" else {}
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,

@@ -37,6 +37,7 @@ from vislearn.recipes.classification import (
     ClassifyConfig,
     classification_datasets,
     evaluate_classifier,
+    num_classes_of,
 )
 from vislearn.train.engine import Task
 
@@ -148,17 +149,26 @@ class InceptionV3Recipe(Recipe):
     def build(self, cfg: InceptionConfig, data: str | None = None) -> Task:
         from vislearn.models import create_model
 
+        train, test, num_classes = self.prepare_data(cfg, data)
+        model = create_model(cfg.model, num_classes=num_classes, aux_logits=cfg.aux_logits,
+                             drop_rate=cfg.drop_rate, width=cfg.width, tf_avg_pool=cfg.tf_avg_pool)
+        return self.make_task(cfg, model, train, test, aux_weight=cfg.aux_weight if cfg.aux_logits else 0.0)
+
+    @staticmethod
+    def prepare_data(cfg: InceptionConfig, data: str | None):
+        """Validate the shared settings, load the datasets and turn epoch settings into steps."""
         if not 0 < cfg.bn_decay < 1:
             raise UserError(f"bn_decay must be in (0, 1), got {cfg.bn_decay}")
         train, test = inception_datasets(cfg, data)
         apply_epoch_settings(cfg, len(train))
-        classes = getattr(train, "classes", None)
-        num_classes = len(classes) if classes else int(train.targets.max()) + 1
-        model = create_model(cfg.model, num_classes=num_classes, aux_logits=cfg.aux_logits,
-                             drop_rate=cfg.drop_rate, width=cfg.width, tf_avg_pool=cfg.tf_avg_pool)
+        return train, test, num_classes_of(train)
+
+    @staticmethod
+    def make_task(cfg: InceptionConfig, model: nn.Module, train, test, aux_weight: float) -> Task:
+        """BN moving-average decay, the classification module and TF-slim's weight-decay groups."""
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = 1.0 - cfg.bn_decay
-        module = ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight if cfg.aux_logits else 0.0)
+        module = ClassifierModule(model, cfg.label_smoothing, aux_weight)
         return Task(module, train, test, evaluate=evaluate_classifier,
                     param_groups=inception_param_groups(module, cfg.weight_decay))

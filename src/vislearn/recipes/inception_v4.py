@@ -22,17 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
-
 from vislearn.errors import UserError
 from vislearn.recipes import register_recipe
-from vislearn.recipes.classification import ClassifierModule, evaluate_classifier
 from vislearn.recipes.inception import (
     InceptionConfig,
     InceptionV3Recipe,
-    apply_epoch_settings,
-    inception_datasets,
-    inception_param_groups,
     inception_v3_paper,
     inception_v3_quick,
 )
@@ -85,24 +79,14 @@ class _InceptionV4Family(InceptionV3Recipe):
         if not cfg.tf_avg_pool:
             raise UserError(f"{cfg.model} always uses TF 'SAME' average pooling (as TF-slim and timm do); "
                             "tf_avg_pool=false is not available")
-        if not 0 < cfg.bn_decay < 1:
-            raise UserError(f"bn_decay must be in (0, 1), got {cfg.bn_decay}")
-        train, test = inception_datasets(cfg, data)
-        apply_epoch_settings(cfg, len(train))
-        classes = getattr(train, "classes", None)
-        num_classes = len(classes) if classes else int(train.targets.max()) + 1
+        train, test, num_classes = self.prepare_data(cfg, data)
         kwargs: dict = {"width": cfg.width, "drop_rate": cfg.drop_rate}
         if cfg.depths:
             kwargs["depths"] = tuple(cfg.depths)
         if cfg.model != "inception_v4":
             kwargs.update(scale_a=cfg.scale_a, scale_b=cfg.scale_b, scale_c=cfg.scale_c)
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = 1.0 - cfg.bn_decay
-        module = ClassifierModule(model, cfg.label_smoothing, 0.0)
-        return Task(module, train, test, evaluate=evaluate_classifier,
-                    param_groups=inception_param_groups(module, cfg.weight_decay))
+        return self.make_task(cfg, model, train, test, aux_weight=0.0)
 
 
 @register_recipe("inception_v4")

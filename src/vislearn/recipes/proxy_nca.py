@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
 
 __all__ = ["ClassGroups", "MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
@@ -170,7 +171,7 @@ def build_task(cfg: ProxyNCAConfig, train: Any, test: Any) -> Task:
         backbone_kwargs["batch_norm"] = cfg.backbone_batch_norm
     model = create_model("embedding_net", backbone=cfg.backbone, embedding_dim=cfg.embedding_dim,
                          backbone_kwargs=backbone_kwargs)
-    n_train = len(train.classes) if getattr(train, "classes", None) else int(train.targets.max()) + 1
+    n_train = num_classes_of(train)
     if cfg.loss == "proxy_nca":
         loss: nn.Module = ProxyNCALoss(n_train, cfg.embedding_dim, num_proxies=cfg.num_proxies or None,
                                        scale=cfg.scale, exclude_positive=cfg.exclude_positive)
