@@ -161,3 +161,14 @@ def test_lr_mult_param_groups_follow_the_schedule():
     tr = Trainer(job.config(steps=5, schedule="constant", warmup_steps=0, ckpt_every=0), t, None, progress=False)
     tr.fit()
     assert [g["lr"] for g in tr.optimizer.param_groups] == pytest.approx([0.2, 2.0])
+
+
+def test_in_memory_run_lets_ctrl_c_through():
+    import signal
+
+    def interrupt(trainer, step):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(job.config(steps=20, ckpt_every=0), job.task(), None, progress=False, callbacks=[interrupt]).fit()

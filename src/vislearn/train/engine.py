@@ -443,7 +443,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to ``cfg.steps`` (from a checkpoint when resuming) and return the metric history."""
         c = self.cfg
-        previous = self._install_signal_handlers()
+        # Only a run with somewhere to checkpoint turns SIGTERM/SIGINT into "checkpoint and stop"; an
+        # in-memory run (reproductions) lets Ctrl-C interrupt the whole program as usual.
+        previous = self._install_signal_handlers() if self.out_dir is not None else {}
         self.module.train()
         bar = None
         if self.progress:
