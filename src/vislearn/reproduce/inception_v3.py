@@ -6,9 +6,17 @@
 (b) Small-scale ablation of two of the paper's Table 3 steps with the ``inception_v3`` recipe:
     label smoothing ε = 0.1 (paper: −0.3% top-1 error on ImageNet) and the BN-auxiliary head (−0.4%),
     each removed from the full recipe, 3 seeds each, on scikit-learn's digits upscaled to 75×75 RGB
-    with a 0.25-width network and a ~100-step budget. Gains of a few tenths of a percent on ImageNet
-    after 100 epochs are not expected to be resolvable here; we report top-1 and calibration error
-    (ECE, 15 bins) per condition and whether each difference exceeds the spread over seeds.
+    with a 0.125-width network, 300 steps of batch 32, bf16 autocast + channels_last (the ``quick``
+    preset). The optimiser here is NOT the paper's: RMSProp with ε = 1.0 at lr 0.045 (Sec. 8) is set
+    for 50 replicas × batch 32 over 100 ImageNet epochs and barely leaves chance in a few hundred
+    small-batch steps (an earlier version of this reproduction: mean top-1 0.18-0.22 after 100 steps
+    at width 0.25). For this ablation every run uses SGD with Nesterov momentum 0.9, lr 0.05 with a
+    cosine decay, no gradient clipping and no weight averaging (a 300-step run has no horizon for
+    it); label smoothing 0.1, aux weight 0.4, dropout, weight decay and the BN decay stay the recipe's.
+    Both arms of each comparison use identical settings apart from the ablated component. Gains of a
+    few tenths of a percent on ImageNet after 100 epochs are not expected to be resolvable here; we
+    report top-1 and calibration error (ECE, 15 bins) per condition and whether each difference
+    exceeds the spread over seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +26,13 @@ import statistics
 import torch
 
 from vislearn.reproduce import Outcome, ReproContext, register_reproduction
+
+# The small-scale training settings shared by every run (module docstring (b): not the paper's optimiser).
+SMALL_SCALE = {"width": 0.125, "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.05,
+               "schedule": "cosine", "clip_grad": 0.0, "ema_decay": 0.0,
+               "precision": "bf16", "channels_last": True}
+STEPS = 300
+LEARN_BAR = 0.8  # mean top-1 per condition (chance 0.1); fixed before the final run
 
 CONDITIONS = {
     "full (LS 0.1 + aux 0.4)": {},
@@ -53,8 +68,7 @@ def _train(ctx: ReproContext, overrides: dict, seed: int, steps: int) -> dict:
     from vislearn.train import Trainer
 
     recipe = get_recipe("inception_v3")
-    cfg = recipe.config("quick", {"width": 0.25, "steps": steps, "seed": seed, "log_every": 0,
-                                  "ema_decay": 0.9,  # a ~100-step run: a short averaging horizon
+    cfg = recipe.config("quick", {**SMALL_SCALE, "steps": steps, "seed": seed, "log_every": 0,
                                   "eval_batch_size": 450, **overrides})
     torch.manual_seed(seed)
     task = recipe.build(cfg)
@@ -67,10 +81,11 @@ def _train(ctx: ReproContext, overrides: dict, seed: int, steps: int) -> dict:
     claim="Inception-v3 has < 25M parameters and ~5G multiply-adds at 299 px; label smoothing (Sec. 7) "
           "and the BN-auxiliary head (Sec. 4) each improve ImageNet top-1 (by 0.3 and 0.4 points, Table 3)",
     criterion="(a) our counts equal torchvision's 23,834,568 / 27,161,264 parameters (< 25M without aux) and "
-              "timm's multiply-adds under the same counter, 4.5-6.0 G at 299 px; (b) all 9 small runs (digits "
-              "75 px, width 0.25, 3 conditions x 3 seeds) learn above chance (mean top-1 > 0.2). The +0.3/+0.4 "
-              "ImageNet gains are NOT expected to show at this scale: their sign and size vs the seed spread "
-              "are reported, not judged")
+              "timm's multiply-adds under the same counter, 4.5-6.0 G at 299 px; (b) all 3 small-scale conditions "
+              "(digits 75 px, width 0.125, 300 steps SGD-Nesterov lr 0.05 cosine for every run, not the paper's "
+              "RMSProp; 3 conditions x 3 seeds) learn well above chance: mean top-1 > 0.8 in each "
+              "(chance 0.1). The +0.3/+0.4 ImageNet gains are NOT expected to show at this scale: their "
+              "sign and size vs the seed spread are reported, not judged")
 def run(ctx: ReproContext) -> Outcome:
     arch = architecture_table()
     ctx.log(f"  params {arch['params_no_aux']:,} (no aux) / {arch['params_aux']:,} (aux); "
@@ -78,7 +93,7 @@ def run(ctx: ReproContext) -> Outcome:
     a_ok = (arch["params_no_aux"] == 23_834_568 and arch["params_aux"] == 27_161_264
             and arch["params_no_aux"] < 25_000_000 and 4.5 <= arch["gmacs_299"] <= 6.0
             and arch["timm_gmacs_299_same_counter"] in (None, arch["gmacs_299"]))
-    steps = ctx.steps(100, minimum=2)
+    steps = ctx.steps(STEPS, minimum=2)
     runs: dict[str, list[dict]] = {}
     for name, overrides in CONDITIONS.items():
         runs[name] = []
@@ -100,11 +115,12 @@ def run(ctx: ReproContext) -> Outcome:
         spread = max(full["top1_std"], other["top1_std"])
         effects[label] = {"top1_gain": d_top1, "ece_change": d_ece, "top1_seed_spread": spread,
                           "top1_gain_exceeds_spread": abs(d_top1) > spread}
-    b_ok = all(s["top1_mean"] > 0.2 for s in summary.values())
+    b_ok = all(s["top1_mean"] > LEARN_BAR for s in summary.values())
     notes = "; ".join(f"{k}: top-1 {v['top1_gain']:+.3f} (seed spread {v['top1_seed_spread']:.3f}), "
                       f"ECE {v['ece_change']:+.3f}" for k, v in effects.items())
     return Outcome(passed=bool(a_ok and b_ok),
                    numbers={"architecture": arch, "architecture_ok": a_ok, "steps_per_run": steps,
+                            "small_scale_settings": SMALL_SCALE, "learn_bar_top1": LEARN_BAR,
                             "conditions": summary, "effects_full_minus_ablated": effects, "all_learn": b_ok},
                    figure=_figure(summary, arch), notes=notes)
 
@@ -125,6 +141,6 @@ def _figure(summary: dict, arch: dict):
         ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
         ax.set_ylabel(label)
     fig.suptitle(f"Inception-v3: {arch['params_no_aux'] / 1e6:.2f}M params, {arch['gmacs_299']:.2f} GMACs at 299; "
-                 "ablations on digits 75 px (width 0.25, 3 seeds)", fontsize=9)
+                 "ablations on digits 75 px (width 0.125, SGD, 3 seeds)", fontsize=9)
     fig.tight_layout()
     return fig
