@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _engine_job as job  # noqa: E402
+from _ddp import final_state, loss_curve, train_one_and_two  # noqa: E402
 
 
 def _run_job(out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -92,30 +92,14 @@ def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
         Trainer(job.config(steps=60), job.task(), tmp_path, resume=True, progress=False)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    common = ["-m", "vislearn.cli", "train", "classify", "--set", "steps=40", "--set", "log_every=5",
-              "--set", "batch_size=60", "--set", "lr=0.5", "--set", "momentum=0.9"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-
-    def curve(d):
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
-
-    c1, c2 = curve(tmp_path / "one"), curve(tmp_path / "two")
+    one, two = train_one_and_two(["classify", "--set", "steps=40", "--set", "log_every=5", "--set", "batch_size=60",
+                                  "--set", "lr=0.5", "--set", "momentum=0.9"], tmp_path)
+    c1, c2 = loss_curve(one), loss_curve(two)
     assert [s for s, _ in c1] == [s for s, _ in c2] == list(range(5, 41, 5))
     for (_, l1), (_, l2) in zip(c1, c2, strict=True):
         assert math.isclose(l1, l2, rel_tol=1e-4), (c1, c2)
-    w1 = load_safetensors(tmp_path / "one" / "model.safetensors")
-    w2 = load_safetensors(tmp_path / "two" / "model.safetensors")
+    w1, w2 = final_state(one), final_state(two)
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
 
