@@ -4,8 +4,11 @@ import contextlib
 import io
 
 import numpy as np
+import pycocotools  # noqa: E402,F401  (the oracle; a missing peer fails the suite)
 import pytest
 import torch
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from vislearn.errors import UserError
 from vislearn.metrics.detection import (
@@ -17,10 +20,6 @@ from vislearn.metrics.detection import (
     proposal_ap,
     proposal_recall,
 )
-
-pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 def _random_scene(n_img, n_cls, seed, max_gt=6, max_dt=30, size=100.0):

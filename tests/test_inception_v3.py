@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn as nn
+import torchvision
 
 from vislearn.convert import save_weights
 from vislearn.errors import UserError
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
 from vislearn.models.inception_v3 import InceptionV3, count_macs, set_tf_avg_pool, tf_slim_from_model
-
-timm = pytest.importorskip("timm")
-torchvision = pytest.importorskip("torchvision")
 
 
 def _randomize_bn(model: nn.Module, seed: int = 1, size: int = 120) -> None:

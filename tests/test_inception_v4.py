@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 
@@ -13,8 +14,6 @@ from vislearn.errors import UserError
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
 from vislearn.models.inception_v4 import InceptionA, ResidualA, ResidualB, ResidualC
-
-timm = pytest.importorskip("timm")
 
 PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2": 55_843_464}  # PAPERS.md §3 (1000 classes)
 
