@@ -4,11 +4,10 @@ import contextlib
 import io
 
 import numpy as np
-import pycocotools  # noqa: E402,F401  (the oracle; a missing peer fails the suite)
 import pytest
 import torch
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from vislearn.errors import UserError
 from vislearn.metrics.detection import (
