@@ -42,20 +42,12 @@ def synthetic(n_img: int, n_cls: int = 5, dets: int = 100, seed: int = 0):
 def coco_objects(gtb, gtl, dtb, dts, dtl, n_cls):
     from pycocotools.coco import COCO
 
-    images = [{"id": i + 1, "width": 640, "height": 640} for i in range(len(gtb))]
-    anns, res = [], []
-    for i, (g, lab) in enumerate(zip(gtb, gtl, strict=True)):
-        for b, c in zip(g.tolist(), lab.tolist(), strict=True):
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c + 1, "iscrowd": 0,
-                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
-    for i, (d, s, lab) in enumerate(zip(dtb, dts, dtl, strict=True)):
-        for b, sc, c in zip(d.tolist(), s.tolist(), lab.tolist(), strict=True):
-            res.append({"image_id": i + 1, "category_id": c + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                        "score": sc})
+    from vislearn.metrics.detection import to_coco_json
+
+    dataset, res = to_coco_json(gtb, gtl, dtb, dts, dtl, n_cls, image_size=(640, 640))
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": c + 1, "name": str(c)} for c in range(n_cls)]}
+        gt.dataset = dataset
         gt.createIndex()
         dt = gt.loadRes(res)
     return gt, dt

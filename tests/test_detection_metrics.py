@@ -18,6 +18,7 @@ from vislearn.metrics.detection import (
     evaluate_detections,
     proposal_ap,
     proposal_recall,
+    to_coco_json,
 )
 
 
@@ -47,21 +48,10 @@ def _random_scene(n_img, n_cls, seed, max_gt=6, max_dt=30, size=100.0):
 
 
 def _cocoeval(gtb, gtl, dtb, dts, dtl, n_cls, use_cats=True, iou_thrs=None, max_dets=None, area_rng=None):
-    images = [{"id": i + 1, "width": 100, "height": 100} for i in range(len(gtb))]
-    anns, res = [], []
-    for i, (g, lab) in enumerate(zip(gtb, gtl, strict=True)):
-        for b, c in zip(g.tolist(), lab.tolist(), strict=True):
-            w, h = b[2] - b[0], b[3] - b[1]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
-                         "bbox": [b[0], b[1], w, h], "area": w * h})
-    for i, (d, s, lab) in enumerate(zip(dtb, dts, dtl, strict=True)):
-        for b, sc, c in zip(d.tolist(), s.tolist(), lab.tolist(), strict=True):
-            res.append({"image_id": i + 1, "category_id": int(c) + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                        "score": sc})
+    dataset, res = to_coco_json(gtb, gtl, dtb, dts, dtl, n_cls, image_size=(100, 100))
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": c + 1, "name": str(c)} for c in range(n_cls)]}
+        gt.dataset = dataset
         gt.createIndex()
         dt = gt.loadRes(res) if res else COCO()
         ev = COCOeval(gt, dt, "bbox")

@@ -33,7 +33,7 @@ import torch
 from vislearn.errors import UserError
 
 __all__ = ["COCO_IOU_THRESHOLDS", "DetectionEvaluation", "DetectionEvaluator", "coco_map", "detection_map",
-           "evaluate_detections", "proposal_ap", "proposal_recall"]
+           "evaluate_detections", "proposal_ap", "proposal_recall", "to_coco_json"]
 
 # COCOeval's defaults: IoU 0.50:0.05:0.95 and 101 recall points (np.linspace as pycocotools builds them).
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -341,6 +341,33 @@ def coco_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_bo
     """COCO mAP@[.5:.95] (COCOeval's first ``stats`` entry)."""
     return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
                                max_dets=[max_dets]).ap()
+
+
+def to_coco_json(gt_boxes: Sequence, gt_labels: Sequence, dt_boxes: Sequence, dt_scores: Sequence,
+                 dt_labels: Sequence, num_classes: int, image_size: tuple[int, int] = (640, 640)
+                 ) -> tuple[dict, list[dict]]:
+    """Per-image xyxy lists in COCO's json layout: ``(ground-truth dataset, detection results)``.
+
+    Image ``i`` gets id ``i + 1`` and label ``c`` category id ``c + 1``; boxes become ``[x, y, w, h]``
+    with area ``w·h``. The dataset can be given to ``pycocotools.coco.COCO`` (``dataset`` +
+    ``createIndex``) and the results to its ``loadRes``, to check our evaluator against the official one.
+    """
+    height, width = image_size
+    images = [{"id": i + 1, "width": width, "height": height} for i in range(len(gt_boxes))]
+    anns, results = [], []
+    for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels, strict=True)):
+        for b, c in zip(_as_np(boxes, 4, "gt_boxes").tolist(), _as_np(labels, None, "gt_labels", np.int64).tolist(),
+                        strict=True):
+            w, h = b[2] - b[0], b[3] - b[1]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
+                         "bbox": [b[0], b[1], w, h], "area": w * h})
+    for i, (boxes, scores, labels) in enumerate(zip(dt_boxes, dt_scores, dt_labels, strict=True)):
+        for b, sc, c in zip(_as_np(boxes, 4, "dt_boxes").tolist(), _as_np(scores, None, "dt_scores").tolist(),
+                            _as_np(labels, None, "dt_labels", np.int64).tolist(), strict=True):
+            results.append({"image_id": i + 1, "category_id": int(c) + 1,
+                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": sc})
+    categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
+    return {"images": images, "annotations": anns, "categories": categories}, results
 
 
 class DetectionEvaluator:
