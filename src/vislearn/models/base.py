@@ -61,9 +61,10 @@ def check_images(x: torch.Tensor, in_chans: int | None = 3, min_size: int = 1, w
 class VisionModel(nn.Module):
     """Base class: owns ``normalization``, validates input and exposes the backbone interface.
 
-    Subclasses implement ``forward_features(x_normalized) -> list[Tensor]`` (one map per
-    ``feature_info`` stage) or override ``forward_head``/``forward`` as they need; ``forward`` of a
-    subclass should start with ``x = self.prepare_input(x)``.
+    ``forward_features(x) -> list[Tensor]`` takes [0, 1] images and returns one map per
+    ``feature_info`` stage: by default the output of each module of ``self.stages`` in turn;
+    families with another layout override it. ``forward`` of a subclass should start with
+    ``x = self.prepare_input(x)`` (or call ``forward_features``, which does).
     """
 
     in_chans: int = 3
@@ -110,6 +111,15 @@ class VisionModel(nn.Module):
         self._normalization = (tuple(mean_t.tolist()), tuple(std_t.tolist()))
         self.norm_mean = mean_t.reshape(1, -1, 1, 1).clone().to(device)
         self.norm_std = std_t.reshape(1, -1, 1, 1).clone().to(device)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[0, 1] images → the output of each module of ``self.stages``, applied in order."""
+        x = self.prepare_input(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate a [0, 1] batch (unless ``validate_inputs`` is off) and apply the normalisation."""

@@ -67,14 +67,6 @@ class SmallConvNet(VisionModel):
         self.num_features = int(widths[-1])
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.prepare_input(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x)[-1].mean((2, 3)))
 

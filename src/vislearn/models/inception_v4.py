@@ -364,15 +364,6 @@ class _InceptionNet(VisionModel):
         """Every stage child in forward order as (state-dict prefix, module): the converters' map."""
         return [(f"stages.{i}.{n}", m) for i, s in enumerate(self.stages) for n, m in s.named_children()]
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of each stage (strides 2, 4, 8, 16, 32) for a [0, 1] batch."""
-        x = self.prepare_input(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(torch.flatten(self.global_pool(x), 1)))
 

@@ -79,14 +79,6 @@ class MultiBoxTiny(VisionModel):
         self.num_features = c
         self.feature_info = [FeatureInfo(f"stage{i}", w, 2 ** (i + 1)) for i, w in enumerate(widths)]
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.prepare_input(x)
-        out = []
-        for s in self.stages:
-            x = s(x)
-            out.append(x)
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(F.adaptive_avg_pool2d(self.forward_features(x)[-1], 1).flatten(1))
 
