@@ -47,8 +47,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, rounds: i
 
 def write_bench(name: str, summary: str, numbers: dict[str, Any]) -> Path:
     """Write ``results/bench_NAME.json`` (summary line, numbers, machine) and print the summary."""
+    from vislearn.io import atomic_write_json
     from vislearn.reproduce.results import _plain, machine_info
-    from vislearn.train.checkpoint import atomic_write_json
 
     path = ROOT / "results" / f"bench_{name}.json"
     atomic_write_json(path, {"name": name, "summary": summary, "numbers": _plain(numbers),

@@ -140,7 +140,7 @@ def _memory_update() -> None:
     target = ROOT / "results" / "bench_perceptual.json"
     rec = json.loads(target.read_text())
     rec["numbers"]["peak_memory_1024x768_mib"] = mem = _memory_all()
-    from vislearn.train.checkpoint import atomic_write_json
+    from vislearn.io import atomic_write_json
 
     atomic_write_json(target, rec)
     print(json.dumps(mem))
@@ -186,7 +186,7 @@ def _attach(path: str) -> None:
     s1k = cuda["1024x768"]["speedup_vs_lpips"]
     rec["summary"] += (f" | {cuda['device']}: fast {s['ours_fast']:.2f}×, fast+precomputed "
                        f"{s['ours_fast_precomputed']:.2f}× at 256² ({s1k['ours_fast_precomputed']:.2f}× at 1024×768)")
-    from vislearn.train.checkpoint import atomic_write_json
+    from vislearn.io import atomic_write_json
 
     atomic_write_json(target, rec)
     print(rec["summary"])

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from vislearn.convert import save_weights
 from vislearn.errors import UserError
+from vislearn.io import save_weights
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
 from vislearn.models.inception_v3 import InceptionV3, count_macs, set_tf_avg_pool, tf_slim_from_model

@@ -9,10 +9,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from vislearn.convert import load_weights
 from vislearn.errors import UserError
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
+from vislearn.models.convert import load_weights
 from vislearn.models.inception_v4 import InceptionA, ResidualA, ResidualB, ResidualC
 
 PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2": 55_843_464}  # PAPERS.md §3 (1000 classes)
@@ -189,9 +189,10 @@ def test_bad_inputs_are_user_errors():
         m(torch.rand(1, 3, 74, 74))
     with pytest.raises(UserError, match="does not fit"):
         peer = timm.create_model("inception_v4", pretrained=False)
-        from vislearn.convert import _CONVERTERS, load_state_dict_checked
+        from vislearn.io import load_state_dict_checked
+        from vislearn.models.convert import _CONVERTERS
 
-        conv = next(c for c in _CONVERTERS if c.model_prefix == "inception_v4")
+        conv = next(c for c in _CONVERTERS.values() if c.model_prefix == "inception_v4")
         small = create_model("inception_v4", width=0.5)
         load_state_dict_checked(small, conv.convert(peer.state_dict(), small))
 

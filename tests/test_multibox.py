@@ -5,10 +5,10 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from vislearn.convert import create_model_from_weights, save_weights
 from vislearn.detection import BoxCoder, decode_boxes, grid_priors, select_proposals, sliding_window_proposals
 from vislearn.errors import UserError
-from vislearn.models import create_model
+from vislearn.io import save_weights
+from vislearn.models import create_model, create_model_from_weights
 from vislearn.models.multibox import ProposalClassifier
 
 SMALL = dict(backbone="multibox_tiny", head_width=16, context_width=8, backbone_kwargs={"widths": [8, 8, 8, 8, 8]})

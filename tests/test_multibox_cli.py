@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from vislearn.cli import main
-from vislearn.convert import save_weights
+from vislearn.io import save_weights
 from vislearn.models import create_model
 
 
@@ -60,7 +60,7 @@ def test_recipe_builds_fits_priors_and_trains(tmp_path):
     assert {"recall@10", "recall@100", "proposal_ap50"} <= set(res.final_metrics)
     assert res.history[0]["loss"] > 0
     # the exported weights carry the fitted priors
-    from vislearn.convert import create_model_from_weights
+    from vislearn.models import create_model_from_weights
 
     m2 = create_model_from_weights(tmp_path / "run" / "model.safetensors")
     assert torch.equal(m2.priors, model.priors)

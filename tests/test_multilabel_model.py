@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vislearn.convert import create_model_from_weights, save_weights
 from vislearn.errors import UserError
-from vislearn.models import create_model
+from vislearn.io import save_weights
+from vislearn.models import create_model, create_model_from_weights
 
 
 def test_paper_network_layout_and_parameter_count():

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from vislearn.convert import save_weights
 from vislearn.errors import UserError
+from vislearn.io import save_weights
 from vislearn.metrics.iqa import srocc, two_afc_agreement
 from vislearn.metrics.perceptual import (
     IQAEvaluation,

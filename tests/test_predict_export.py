@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vislearn.cli import main
-from vislearn.convert import save_weights
 from vislearn.data.formats import load_image
 from vislearn.data.transforms import eval_transform
+from vislearn.io import save_weights
 from vislearn.models import create_model
 
 

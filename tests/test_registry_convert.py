@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vislearn.convert import create_model_from_weights, load_weights, read_state_dict, save_weights
 from vislearn.errors import UserError
-from vislearn.models import VisionModel, check_images, create_model, list_models
-from vislearn.train.checkpoint import atomic_write_json, latest_checkpoint, load_checkpoint, save_checkpoint
+from vislearn.io import atomic_write_json, read_state_dict, save_weights
+from vislearn.models import VisionModel, check_images, create_model, create_model_from_weights, list_models
+from vislearn.models.convert import load_weights
+from vislearn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 def test_list_models_includes_mlp_and_filters():
@@ -124,3 +125,21 @@ def test_checkpoint_write_is_atomic_and_keeps_latest(tmp_path):
     atomic_write_json(tmp_path / "checkpoints" / "latest.json", {"dir": "step_00000099"})
     assert latest_checkpoint(tmp_path).name == "step_00000030"
     assert not list(tmp_path.glob("checkpoints/step_*/.*.tmp"))
+
+
+def test_create_model_from_weights_names_options_and_peer_files(tmp_path):
+    m = create_model("mlp", num_classes=3, hidden=(8,))
+    save_weights(m, tmp_path / "w.safetensors")
+    x = torch.rand(2, 1, 8, 8)
+    again = create_model_from_weights(tmp_path / "w.safetensors", name="mlp")  # stored options are used
+    assert again.model_kwargs["num_classes"] == 3
+    torch.testing.assert_close(again(x), m(x))
+    with pytest.raises(UserError, match=r"shape mismatch .*classifier.weight: file \(3, 8\) vs model \(4, 8\)"):
+        create_model_from_weights(tmp_path / "w.safetensors", num_classes=4)  # an override wins over the file
+    with pytest.raises(UserError, match="holds weights of model 'mlp', not 'inception_v3'"):
+        create_model_from_weights(tmp_path / "w.safetensors", name="inception_v3")
+    torch.save(m.state_dict(), tmp_path / "peer.pth")  # no metadata: the name and options come from the caller
+    with pytest.raises(UserError, match="peer.pth has no vislearn metadata; pass the model name"):
+        create_model_from_weights(tmp_path / "peer.pth")
+    peer = create_model_from_weights(tmp_path / "peer.pth", name="mlp", num_classes=3, hidden=(8,))
+    torch.testing.assert_close(peer(x), m(x))

@@ -9,10 +9,10 @@ from PIL import Image
 
 from vislearn.cli import main
 from vislearn.commands.tag import prepare_image
-from vislearn.convert import create_model_from_weights, save_weights
 from vislearn.data.embedded import shapes_multilabel
 from vislearn.data.formats import load_image
-from vislearn.models import create_model
+from vislearn.io import save_weights
+from vislearn.models import create_model, create_model_from_weights
 
 DATA = {"num_labels": 6, "num_samples": 24, "image_size": 16}
 

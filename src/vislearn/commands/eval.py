@@ -17,8 +17,8 @@ def run(args) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from vislearn.convert import load_weights
     from vislearn.errors import UserError
+    from vislearn.models.convert import load_weights
     from vislearn.recipes import get_recipe
 
     recipe = get_recipe(args.recipe)

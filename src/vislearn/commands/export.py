@@ -70,12 +70,11 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
 
 
 def run(args) -> int:
-    from vislearn.commands.predict import load_model_for_inference
-    from vislearn.models import create_model, get_entry
+    from vislearn.models import create_model, create_model_from_weights, get_entry
 
     entry = get_entry(args.model)
     if args.weights is not None:
-        model = load_model_for_inference(args.model, args.weights)
+        model = create_model_from_weights(args.weights, name=args.model).eval()
     else:
         model = create_model(args.model, num_classes=args.num_classes).eval()
     size = args.image_size or entry.input_size[-1]

@@ -39,17 +39,6 @@ def imagenet_categories() -> list[str]:
     return list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_model_for_inference(name: str, weights: str):
-    """Build ``name`` and load ``weights`` (rebuilding with the options stored in vislearn files)."""
-    from vislearn.convert import weights_metadata
-    from vislearn.models import create_model
-
-    meta = weights_metadata(weights)
-    kwargs = dict(meta.get("kwargs", {})) if meta.get("model") == name else {}
-    model = create_model(name, weights=weights, **kwargs)
-    return model.eval()
-
-
 def class_names(model, path: str | None) -> list[str]:
     from vislearn.errors import UserError
 
@@ -82,7 +71,7 @@ def run(args) -> int:
     from vislearn.data.formats import load_image
     from vislearn.data.transforms import eval_transform
     from vislearn.errors import UserError
-    from vislearn.models import get_entry
+    from vislearn.models import create_model_from_weights, get_entry
 
     entry = get_entry(args.model)
     crop = args.crop or entry.input_size[-1]
@@ -92,7 +81,7 @@ def run(args) -> int:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = load_model_for_inference(args.model, args.weights)
+    model = create_model_from_weights(args.weights, name=args.model).eval()
     names = class_names(model, args.classes)
     k = min(args.top, len(names))
     transform = eval_transform(crop, resize=args.resize)

@@ -43,8 +43,9 @@ def run(args) -> int:
 
     import torch
 
-    from vislearn.convert import create_model_from_weights, weights_metadata
     from vislearn.errors import UserError
+    from vislearn.models import create_model_from_weights
+    from vislearn.models.convert import weights_metadata
 
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")

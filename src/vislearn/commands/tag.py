@@ -2,7 +2,7 @@
 
 The weights are a ``model.safetensors`` written by ``vislearn train multilabel``: its metadata
 names the model and its options, including ``label_names`` and the training ``image_size``, so
-the model is rebuilt with :func:`vislearn.convert.create_model_from_weights` and nothing else is
+the model is rebuilt with :func:`vislearn.models.create_model_from_weights` and nothing else is
 needed. Each image is read as RGB in [0, 1], its short side resized to the training size and
 centre-cropped to a square, and the ``k`` highest-scoring labels are printed with their scores
 (the network's raw label scores: higher means more relevant; Gong et al. annotate with the top 3).
@@ -62,9 +62,9 @@ def run(args) -> int:
     import json
     import os
 
-    from vislearn.convert import create_model_from_weights
     from vislearn.data.formats import load_image
     from vislearn.errors import UserError
+    from vislearn.models import create_model_from_weights
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")

@@ -283,7 +283,7 @@ def load_lpips_lin_weights(path: str | os.PathLike) -> list[torch.Tensor]:
     Accepts ``lin{k}.model.1.weight`` (lpips with dropout, the released files) or
     ``lin{k}.model.0.weight``, each of shape 1×C×1×1. Anything else is a ``UserError``.
     """
-    from vislearn.convert import read_state_dict
+    from vislearn.io import read_state_dict
 
     sd, _ = read_state_dict(path)
     out = []
@@ -340,7 +340,7 @@ def create_metric(name: str = "semantic_vgg16", backbone_weights: str | os.PathL
         lin = load_lpips_lin_weights(lin_weights)
         metric.head.set_flat_weights(torch.cat([lin[VGG_STAGES.index(n)] for n in metric.layers]))
     if weights is not None:
-        from vislearn.convert import load_state_dict_checked, read_state_dict
+        from vislearn.io import load_state_dict_checked, read_state_dict
 
         sd, meta = read_state_dict(weights)
         if meta.get("vislearn_model") not in (None, "perceptual_head"):

@@ -51,9 +51,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vislearn.convert import Converter, StateDict, register_converter
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
+from vislearn.models.convert import Converter, StateDict, register_converter
 from vislearn.models.registry import register_model
 from vislearn.nn.conv import ConvBNAct
 

@@ -51,9 +51,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from vislearn.convert import Converter, StateDict, register_converter
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
+from vislearn.models.convert import Converter, StateDict, register_converter
 from vislearn.models.inception_v3 import avg_pool_3x3, count_macs, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn import ConvBNAct

@@ -1,14 +1,16 @@
-"""The one model registry: ``register_model``, ``create_model`` and ``list_models``.
+"""The one model registry: ``register_model``, ``create_model``, ``create_model_from_weights``, ``list_models``.
 
 A model family registers a builder per name with a decorator (the timm pattern, without the layers
 of indirection). ``create_model`` builds the model, applies a normalisation override and loads
 weights from a local path: our safetensors file, or a peer's checkpoint that a converter in
-:mod:`vislearn.convert` recognises by its keys.
+:mod:`vislearn.models.convert` recognises by its keys. ``create_model_from_weights`` rebuilds the
+model a vislearn weights file names, with the options stored in it.
 """
 
 from __future__ import annotations
 
-import difflib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import torch.nn as nn
 
 from vislearn.errors import UserError
+from vislearn.models.convert import load_weights, weights_metadata
+from vislearn.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,12 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+def _ensure_loaded() -> None:
+    # Importing the package imports every model family module, which registers its builders.
+    import vislearn.models  # noqa: F401
+
+
+_REGISTRY: Registry[ModelEntry] = Registry("model", load=_ensure_loaded)
 
 
 def register_model(
@@ -43,35 +52,20 @@ def register_model(
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
-        if key in _REGISTRY:
-            raise RuntimeError(f"model {key!r} is registered twice")
-        _REGISTRY[key] = ModelEntry(key, fn, input_size, paper, dict(defaults))
+        _REGISTRY.register(key, ModelEntry(key, fn, input_size, paper, dict(defaults)))
         return fn
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the package imports every model family module, which registers its builders.
-    import vislearn.models  # noqa: F401
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted registered model names matching a shell-style ``pattern``."""
-    import fnmatch
-
-    _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return _REGISTRY.names(pattern)
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; an unknown name is a ``UserError`` listing the closest names."""
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.4)
-        hint = f"; closest: {', '.join(close)}" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
-        raise UserError(f"unknown model {name!r}{hint}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def create_model(
@@ -104,12 +98,27 @@ def create_model(
     model.model_name = name
     model.model_kwargs = {k: v for k, v in kwargs.items() if _jsonable(v)}
     if weights is not None:
-        from vislearn.convert import load_weights
-
         load_weights(model, weights, model_name=name)
     if normalization is not None:
         set_normalization(model, normalization)
     return model
+
+
+def create_model_from_weights(path: str | os.PathLike, name: str | None = None, **overrides: Any) -> nn.Module:
+    """Rebuild the model a weights file was saved from, load the file, and return it.
+
+    A vislearn file names its model and options; ``overrides`` change options (``num_classes=...``).
+    ``name`` is needed for a peer's file (torchvision, timm, TF-slim: no metadata); given with a
+    vislearn file of another model, loading fails naming both. The stored options are used only when
+    ``name`` is the stored model.
+    """
+    info = weights_metadata(path)
+    stored = info.get("model")
+    if name is None and stored is None:
+        raise UserError(f"{path} has no vislearn metadata; pass the model name explicitly")
+    name = name or stored
+    kwargs = {**(info["kwargs"] if stored == name else {}), **overrides}
+    return create_model(name, weights=os.fspath(path), **kwargs)
 
 
 def set_normalization(model: nn.Module, normalization: tuple[Any, Any]) -> None:
@@ -120,8 +129,6 @@ def set_normalization(model: nn.Module, normalization: tuple[Any, Any]) -> None:
 
 
 def _jsonable(v: Any) -> bool:
-    import json
-
     try:
         json.dumps(v)
         return True

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vislearn.convert import Converter, register_converter
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD, FeatureInfo, VisionModel
+from vislearn.models.convert import Converter, register_converter
 from vislearn.models.registry import register_model
 
 __all__ = ["VGG16", "VGG16_CFG", "VGG16_TAPS", "vgg16"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from vislearn._discover import import_submodules
 from vislearn.errors import UserError
+from vislearn.registry import Registry
 from vislearn.train.engine import Task, TrainConfig
 
 
@@ -46,32 +47,26 @@ class Recipe:
         return apply_overrides(self.presets[preset], overrides or [])
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+_RECIPES: Registry[type[Recipe]] = Registry("recipe")
 
 
 def register_recipe(name: str):
     """Class decorator registering a :class:`Recipe` under ``name``."""
 
     def wrap(cls: type[Recipe]) -> type[Recipe]:
-        if name in _RECIPES:
-            raise RuntimeError(f"recipe {name!r} is registered twice")
+        _RECIPES.register(name, cls)
         cls.name = name
-        _RECIPES[name] = cls
         return cls
 
     return wrap
 
 
 def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return _RECIPES.names()
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in _RECIPES:
-        close = difflib.get_close_matches(name, list(_RECIPES), n=3, cutoff=0.4)
-        raise UserError(f"unknown recipe {name!r}; " + (f"closest: {', '.join(close)}" if close
-                                                        else f"known: {', '.join(sorted(_RECIPES))}"))
-    return _RECIPES[name]()
+    return _RECIPES.get(name)()
 
 
 def _parse_value(text: str, typ: Any, key: str) -> Any:

@@ -15,14 +15,13 @@ and ``results/NAME.png``; :func:`write_results_table` rewrites ``results/README.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vislearn._discover import import_submodules
-from vislearn.errors import UserError
+from vislearn.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -58,31 +57,24 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_REPRODUCTIONS: dict[str, Reproduction] = {}
+_REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
 def register_reproduction(name: str, *, paper: str, claim: str, criterion: str,
                           seeds: tuple[int, ...] = (0, 1, 2)):
     def wrap(fn: Callable[[ReproContext], Outcome]):
-        if name in _REPRODUCTIONS:
-            raise RuntimeError(f"reproduction {name!r} is registered twice")
-        _REPRODUCTIONS[name] = Reproduction(name, fn, paper, claim, criterion, tuple(seeds))
+        _REPRODUCTIONS.register(name, Reproduction(name, fn, paper, claim, criterion, tuple(seeds)))
         return fn
 
     return wrap
 
 
 def list_reproductions() -> list[str]:
-    return sorted(_REPRODUCTIONS)
+    return _REPRODUCTIONS.names()
 
 
 def get_reproduction(name: str) -> Reproduction:
-    if name not in _REPRODUCTIONS:
-        close = difflib.get_close_matches(name, list(_REPRODUCTIONS), n=3, cutoff=0.4)
-        known = ", ".join(sorted(_REPRODUCTIONS)) or "(none yet)"
-        raise UserError(f"unknown reproduction {name!r}; " + (f"closest: {', '.join(close)}" if close
-                                                              else f"known: {known}"))
-    return _REPRODUCTIONS[name]
+    return _REPRODUCTIONS.get(name)
 
 
 from vislearn.reproduce.results import run_reproduction, write_results_table  # noqa: E402

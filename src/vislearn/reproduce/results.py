@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import vislearn
-from vislearn.train.checkpoint import atomic_write_bytes, atomic_write_json
+from vislearn.io import atomic_write_bytes, atomic_write_json
 
 
 def machine_info() -> dict[str, Any]:

@@ -5,9 +5,9 @@ A checkpoint is a directory ``<out>/checkpoints/step_XXXXXXXX/`` holding
 * ``model.safetensors``: the training module's weights (and ``ema.safetensors`` when EMA is on);
 * ``trainer.json``: step, epoch, position in the epoch, the config and the last metrics;
 * ``trainer_state.pt``: optimizer, grad-scaler and RNG states, read back with
-  ``torch.load(weights_only=True)`` (tensors and plain containers only: never arbitrary pickles).
+  :func:`vislearn.io.torch_load_safe` (tensors and plain containers only: never arbitrary pickles).
 
-Every file is written to a temporary name, fsynced and renamed; the directory itself is assembled
+Every file is written atomically by :mod:`vislearn.io`; the directory itself is assembled
 under a temporary name and renamed last, then ``latest.json`` is replaced atomically. A run killed
 at any moment leaves either the previous complete checkpoint or the new complete one.
 """
@@ -22,78 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from vislearn.errors import UserError
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def _atomic_via_temp(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike,
-                            metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors atomically (shared storage is cloned; safetensors refuses aliases)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    _atomic_via_temp(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    _atomic_via_temp(Path(path), lambda tmp: torch.save(obj, tmp))
+from vislearn.io import (
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_json,
+    fsync_dir,
+    read_safetensors,
+    torch_load_safe,
+)
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(os.fspath(path))
-    except Exception as e:
-        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    """The tensors of a safetensors file (its metadata dropped)."""
+    return read_safetensors(path)[0]
 
 
 def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model_state: dict[str, torch.Tensor],
@@ -113,7 +56,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model_state: dict[
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,7 +89,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
             raise UserError(f"incomplete checkpoint {d}: {name} is missing")
     try:
         trainer = json.loads((d / "trainer.json").read_text())
-        state = torch.load(d / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = torch_load_safe(d / "trainer_state.pt")
     except Exception as e:
         raise UserError(f"corrupt checkpoint {d}: {type(e).__name__}: {str(e)[:200]}") from None
     ema = load_safetensors(d / "ema.safetensors") if (d / "ema.safetensors").is_file() else None

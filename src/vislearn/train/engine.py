@@ -521,7 +521,7 @@ class Trainer:
     def _export(self) -> None:
         if not self.dist.is_main or self.out_dir is None:
             return
-        from vislearn.convert import save_weights
+        from vislearn.io import save_weights
 
         save_weights(self.inference_model(use_ema=False), self.out_dir / "model.safetensors")
         if self.ema is not None:

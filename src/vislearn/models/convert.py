@@ -1,0 +1,96 @@
+"""Loading weights from local files, ours or a peer's, with exact key conversion.
+
+Files are read by :func:`vislearn.io.read_state_dict`: ``.safetensors`` (ours carries the model name,
+options and normalisation in its metadata), ``.pth``/``.pt``/``.bin`` (``torch.load(weights_only=True)``:
+never unpickled) and ``.npz`` of named arrays (TF-slim style). A model family registers converters
+with :func:`register_converter`; each recognises a peer's state dict by its keys, maps it to ours and
+names the input normalisation that source expects. Loading reports missing, unexpected and
+mis-shaped keys by name (:func:`vislearn.io.load_state_dict_checked`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+from vislearn.errors import UserError
+from vislearn.io import (
+    META_KWARGS,
+    META_MODEL,
+    META_NORMALIZATION,
+    StateDict,
+    load_state_dict_checked,
+    read_metadata,
+    read_state_dict,
+)
+from vislearn.registry import Registry
+
+__all__ = ["Converter", "StateDict", "load_weights", "register_converter", "weights_metadata"]
+
+
+@dataclass(frozen=True)
+class Converter:
+    """Maps a peer's state dict (``source``: e.g. "torchvision", "timm", "tf-slim") to one model family."""
+
+    source: str
+    model_prefix: str
+    detect: Callable[[StateDict], bool]
+    convert: Callable[[StateDict, nn.Module], StateDict]
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}:{self.model_prefix}"
+
+
+# tried in registration order; the first whose prefix fits the model name and whose detect() accepts wins
+_CONVERTERS: Registry[Converter] = Registry("converter")
+
+
+def register_converter(converter: Converter) -> Converter:
+    """Add a converter (``source:model_prefix`` must be new); model files call this at import time."""
+    return _CONVERTERS.register(converter.name, converter)
+
+
+def find_converter(sd: StateDict, model_name: str) -> Converter | None:
+    """The first registered converter for ``model_name`` that recognises ``sd``'s keys, or ``None``."""
+    for conv in _CONVERTERS.values():
+        if model_name.startswith(conv.model_prefix) and conv.detect(sd):
+            return conv
+    return None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "", strict: bool = True) -> None:
+    """Load a local weights file into ``model``, converting a peer's layout when one is recognised."""
+    sd, meta = read_state_dict(path)
+    saved_name = meta.get(META_MODEL)
+    if saved_name and model_name and saved_name != model_name:
+        raise UserError(f"{path} holds weights of model {saved_name!r}, not {model_name!r}")
+    normalization = None
+    if set(sd) != set(model.state_dict()):
+        conv = find_converter(sd, model_name)
+        if conv is not None:
+            sd = conv.convert(sd, model)
+            normalization = conv.normalization
+    if META_NORMALIZATION in meta:
+        normalization = tuple(tuple(v) for v in json.loads(meta[META_NORMALIZATION]))
+    load_state_dict_checked(model, sd, source=os.fspath(path), strict=strict)
+    if normalization is not None and hasattr(model, "normalization"):
+        model.normalization = normalization
+
+
+def weights_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The vislearn metadata of a weights file: model name, options and normalisation (empty if none)."""
+    meta = read_metadata(path)
+    out: dict[str, Any] = {}
+    if META_MODEL in meta:
+        out["model"] = meta[META_MODEL]
+        out["kwargs"] = json.loads(meta.get(META_KWARGS, "{}"))
+    if META_NORMALIZATION in meta:
+        out["normalization"] = json.loads(meta[META_NORMALIZATION])
+    return out
