@@ -138,3 +138,17 @@ def test_torch_load_is_called_in_one_place_only():
              if isinstance(node, ast.Attribute) and node.attr == "load"
              and isinstance(node.value, ast.Name) and node.value.id == "torch"]
     assert len(calls) == 1 and calls[0].startswith("io.py:"), calls
+
+
+def test_checkpoint_directories_and_files_honour_the_umask(tmp_path):
+    from vislearn.train.checkpoint import save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        d = save_checkpoint(tmp_path, 5, model_state={"w": torch.ones(1)}, trainer={}, state={"rng": torch.ones(1)})
+    finally:
+        os.umask(old)
+    assert _mode(d) == 0o755  # mkdtemp's 0700 would hide a finished run's checkpoints from the group
+    assert {p.name: _mode(p) for p in d.iterdir()} == {
+        "model.safetensors": 0o644, "trainer.json": 0o644, "trainer_state.pt": 0o644}
+    assert _mode(tmp_path / "checkpoints" / "latest.json") == 0o644

@@ -3,9 +3,10 @@
 Everything that writes or reads a file of tensors goes through here (DESIGN.md, "io.py"):
 
 * atomic writes (:func:`atomic_write_bytes`, :func:`atomic_write_json`, :func:`atomic_save_safetensors`,
-  :func:`atomic_torch_save`): a temp file in the same directory, fsynced, given the mode the umask
-  allows a new file (``mkstemp`` makes 0600), renamed over the target, the directory fsynced. A
-  reader sees the old file or the new one, never a torn one.
+  :func:`atomic_torch_save`, and :func:`atomic_write_with` for any writer that takes a path): a temp
+  file in the same directory, fsynced, given the mode the umask allows a new file (``mkstemp`` makes
+  0600), renamed over the target, the directory fsynced. A reader sees the old file or the new one,
+  never a torn one.
 * reading: :func:`read_safetensors` (tensors and metadata), :func:`read_state_dict` (safetensors,
   ``.pth``/``.pt``/``.bin`` and ``.npz``), :func:`read_metadata` (without the tensors) and
   :func:`torch_load_safe`, the one place that calls ``torch.load``: always ``weights_only=True``, so a
@@ -72,8 +73,17 @@ def current_umask() -> int:
     return mask
 
 
-def _atomic_via_temp(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, give it the umask's mode, rename it."""
+def new_file_mode(base: int = 0o666) -> int:
+    """The mode ``open`` would give a new file (``base=0o777``: a new directory) under the current umask."""
+    return base & ~current_umask()
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, give it the umask's mode, rename it.
+
+    For writers that take a path (``torch.save``, safetensors, ``torch.jit``, ONNX); on any error the
+    temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -83,7 +93,7 @@ def _atomic_via_temp(path: str | os.PathLike, write: Callable[[str], None]) -> N
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         # mkstemp creates 0600 and the rename keeps it: a results file must come out as any new file would
-        os.chmod(tmp, 0o666 & ~current_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
@@ -99,7 +109,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
 
-    _atomic_via_temp(path, write)
+    atomic_write_with(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -110,12 +120,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_save_safetensors(state: StateDict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors atomically (shared storage is cloned; safetensors refuses aliases)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    _atomic_via_temp(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` atomically (tensors and plain containers, so :func:`torch_load_safe` reads it back)."""
-    _atomic_via_temp(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> None:

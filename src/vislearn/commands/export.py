@@ -31,6 +31,7 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
     import torch
 
     from vislearn.errors import UserError
+    from vislearn.io import atomic_write_with
 
     model = copy.deepcopy(model).eval()
     if hasattr(model, "validate_inputs"):
@@ -44,7 +45,6 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise UserError(f"output folder does not exist: {parent}")
-    tmp = out + ".tmp"
     if fmt == "torchscript":
         import warnings
 
@@ -53,20 +53,21 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
             # the format C++/mobile runtimes load; the normalisation branch is a per-model constant
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, example, check_trace=False)
-            traced.save(tmp)
+            write = torch.jit.trace(model, example, check_trace=False).save
     elif fmt == "onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise UserError("ONNX export needs the 'onnx' package (pip install onnx onnxscript); "
                             "use --format torchscript instead") from None
-        with torch.no_grad():
-            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+        def write(tmp: str) -> None:
+            with torch.no_grad():
+                torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     else:
         raise UserError(f"unknown format {fmt!r}; choose torchscript or onnx")
-    os.replace(tmp, out)
+    atomic_write_with(out, write)
 
 
 def run(args) -> int:

@@ -29,6 +29,7 @@ from vislearn.io import (
     atomic_torch_save,
     atomic_write_json,
     fsync_dir,
+    new_file_mode,
     read_safetensors,
     torch_load_safe,
 )
@@ -53,6 +54,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model_state: dict[
             atomic_save_safetensors(ema_state, tmp / "ema.safetensors")
         atomic_torch_save(state, tmp / "trainer_state.pt")
         atomic_write_json(tmp / "trainer.json", {**trainer, "step": step})
+        os.chmod(tmp, new_file_mode(0o777))  # mkdtemp makes 0700, and the rename would keep it
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
