@@ -30,13 +30,14 @@ import torch.nn as nn
 from vislearn.models import create_model, get_entry, list_models
 from vislearn.nn import fold_batchnorm
 
-# --- shim: the weights functions are moving (issue 12, item 1); the integrator can drop the fallbacks.
+# --- shim: the weights functions are moving (issue 12, item 1: vislearn.convert → vislearn.io and the
+# registry); after the merge, keep the first import of each and drop the fallbacks.
 try:
     from vislearn.io import save_weights
 except ImportError:
     from vislearn.convert import save_weights
 try:
-    from vislearn.models import create_model_from_weights
+    from vislearn.models.registry import create_model_from_weights
 except ImportError:
     from vislearn.convert import create_model_from_weights
 
@@ -73,8 +74,9 @@ SMALL: dict[str, dict[str, Any]] = {
 # Input side where the smallest valid input is not ``model.min_input_size``, with the reason.
 INPUT_SIDE: dict[str, tuple[int, str]] = {
     "mlp": (8, "flattens a fixed image_size×image_size input (registered 1×8×8)"),
-    "vgg16": (32, "min_input_size=16 gives relu5_3 one position, but forward's final 2×2 pool then "
-                  "leaves a 0×0 map; 32 px is the smallest input whose forward output is non-empty"),
+    # a known defect, not a design: min_input_size=16 suits forward_features (relu5_3 gets one
+    # position), but forward's final 2×2 max-pool then raises RuntimeError on the 1×1 map
+    "vgg16": (32, "the smallest input that forward (not only forward_features) accepts"),
 }
 
 # Models whose feature maps are not spatial, or whose spatial size does not follow the input.
