@@ -269,13 +269,10 @@ def test_outputs_by_mode_and_small_input():
 
 
 def test_forward_features_strides():
-    m = create_model("inception_v3", aux_logits=False).eval()
-    with torch.no_grad():
-        feats = m.forward_features(torch.rand(1, 3, 160, 160))
-    assert [f.channels for f in m.feature_info] == [t.shape[1] for t in feats] == [64, 192, 288, 768, 2048]
+    # the paper's stage widths at width 1.0; maps agreeing with feature_info: test_models_contract.py
+    m = create_model("inception_v3", aux_logits=False)
+    assert [f.channels for f in m.feature_info] == [64, 192, 288, 768, 2048]
     assert [f.stride for f in m.feature_info] == [2, 4, 8, 16, 32]
-    for f, t in zip(m.feature_info, feats, strict=True):
-        assert 160 / f.stride - 5 <= t.shape[-1] <= 160 / f.stride  # VALID convs shave a few pixels
 
 
 def test_normalization_override_and_default():

@@ -1,4 +1,4 @@
-"""VGG-16: torchvision state-dict compatibility, taps, feature_info, bad input."""
+"""VGG-16: torchvision state-dict compatibility, taps, bad input (feature_info: test_models_contract.py)."""
 
 import os
 
@@ -8,7 +8,6 @@ import torchvision
 
 from vislearn.errors import UserError
 from vislearn.models import create_model
-from vislearn.models.vgg import VGG16_TAPS
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,6 @@ def test_features_only_taps(tv_file):
     tv, path = tv_file
     ours = create_model("vgg16", weights=path, features_only=True).eval()  # classifier keys ignored
     assert not hasattr(ours, "classifier")
-    assert [(f.name, f.channels, f.stride) for f in ours.feature_info] == [(n, c, s) for n, _, c, s in VGG16_TAPS]
     x = torch.rand(1, 3, 48, 64)
     with torch.no_grad():
         taps = ours.forward_features(x)
@@ -48,8 +46,8 @@ def test_features_only_taps(tv_file):
             h = layer(h)
             if i in (3, 8, 15, 22, 29):
                 expect.append(h.clone())
-    for t, e, f in zip(taps, expect, ours.feature_info, strict=True):
-        assert t.shape == (1, f.channels, 48 // f.stride, 64 // f.stride)
+    assert len(taps) == len(expect) == 5
+    for t, e in zip(taps, expect, strict=True):
         torch.testing.assert_close(t, e, rtol=1e-5, atol=1e-5)
 
 

@@ -170,7 +170,9 @@ class MSCMultiBox(VisionModel):
         self.register_buffer("priors", grid_priors(self.grids, ratios, prior_scale, single_prior_grids))
         self.register_buffer("coder_mean", torch.zeros(4))
         self.register_buffer("coder_std", torch.ones(4))
-        self.feature_info = [FeatureInfo(f"grid{g}", head_width, max(1, self.image_size // g)) for g in self.grids]
+        # each head input is the lateral map with the context vector appended
+        self.feature_info = [FeatureInfo(f"grid{g}", head_width + max(context_width, 0), max(1, self.image_size // g))
+                             for g in self.grids]
 
     # normalisation belongs to the backbone, which applies it inside its forward_features
     @property
