@@ -27,19 +27,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from vislearn.io import save_weights
 from vislearn.models import create_model, get_entry, list_models
+from vislearn.models.registry import create_model_from_weights
 from vislearn.nn import fold_batchnorm
-
-# --- shim: the weights functions are moving (issue 12, item 1: vislearn.convert → vislearn.io and the
-# registry); after the merge, keep the first import of each and drop the fallbacks.
-try:
-    from vislearn.io import save_weights
-except ImportError:
-    from vislearn.convert import save_weights
-try:
-    from vislearn.models.registry import create_model_from_weights
-except ImportError:
-    from vislearn.convert import create_model_from_weights
 
 NAMES = list_models()
 
