@@ -10,15 +10,9 @@ import torchvision
 from vislearn.convert import save_weights
 from vislearn.errors import UserError
 from vislearn.metrics.iqa import srocc, two_afc_agreement
-from vislearn.metrics.perceptual import (
-    IQAEvaluation,
-    PairFeatures,
-    TwoAFCEvaluation,
-    create_metric,
-    fit,
-    region_ablation,
-    sensitivity_map,
-)
+from vislearn.metrics.perceptual import IQAEvaluation, TwoAFCEvaluation, create_metric
+from vislearn.metrics.perceptual_maps import region_ablation, sensitivity_map
+from vislearn.recipes.perceptual import PairFeatures, fit
 
 LIN = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
 
