@@ -54,13 +54,12 @@ import torch.nn as nn
 from vislearn.convert import Converter, StateDict, register_converter
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
-from vislearn.models.inception_v3 import avg_pool_3x3, count_macs, init_inception_weights, peer_state_dict
+from vislearn.models.inception_common import avg_pool_3x3, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn import ConvBNAct
 
 __all__ = ["InceptionV4", "InceptionResNet", "ResidualA", "ResidualB", "ResidualC", "inception_v4",
-           "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper", "count_macs",
-           "init_inception_weights"]
+           "inception_resnet_v1", "inception_resnet_v2", "inception_resnet_v2_paper"]
 
 PAPER = "Szegedy, Ioffe, Vanhoucke, Alemi 2017 (arXiv 1602.07261)"
 BN_EPS = 1e-3  # Google's released Inception models (PAPERS.md §2)
