@@ -152,7 +152,8 @@ def test_shapes_detection_boxes_are_tight_around_visible_pixels():
 
 
 def test_shapes_detection_statistics_and_determinism():
-    from vislearn.data.embedded import ShapesDetection, detection_collate, shapes_detection
+    from vislearn.data.collate import detection_collate
+    from vislearn.data.embedded import ShapesDetection, shapes_detection
     ds = shapes_detection("train", num_images=120, image_size=64, num_categories=4, max_objects=6, seed=0)
     assert isinstance(ds, ShapesDetection) and ds.classes == list(_draw.SHAPES[:4]) and len(ds) == 120
     img, t = ds[3]

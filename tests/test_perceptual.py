@@ -59,6 +59,12 @@ def test_lpips_equivalence(backbone):
         # pooled per-channel features are a sufficient statistic of the distance
         D = ours.pair_features(x, y)
         torch.testing.assert_close(D @ ours.head.flat_weights(), d, rtol=1e-5, atol=1e-7)
+        # the same network through the model registry (what a loss imports): LPIPS's numbers too
+        from vislearn.models import create_model
+
+        registered = create_model("lpips_vgg", backbone_weights=path, lin_weights=LIN)
+        assert registered.model_name == "lpips_vgg"
+        torch.testing.assert_close(registered(x, y), peer, rtol=1e-5, atol=1e-6)
 
 
 def test_reference_cache_and_fast_mode(backbone):

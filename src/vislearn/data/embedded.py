@@ -1,7 +1,8 @@
 """Embedded datasets that need no download: ``digits``, ``shapes`` and ``photos``.
 
 * ``digits``: scikit-learn's 8×8 handwritten digits.
-* ``shapes_classification`` / ``shapes_multilabel`` / ``shapes_detection`` (+ ``detection_collate``):
+* ``shapes_classification`` / ``shapes_multilabel`` / ``shapes_detection`` (batch with
+  :func:`vislearn.data.collate.detection_collate`):
   procedurally drawn scenes of 10 shapes × 8 colours × 2 fills (drawing in ``_draw``), cached in-process.
 * ``photos`` / ``photo_crops``: scikit-image's bundled sample photos.
 
@@ -379,7 +380,7 @@ class ShapesDetection(Dataset):
     "labels": K long (0-based category), "image_id": long scalar})``.
 
     ``transform(image, target)`` (e.g. torchvision.transforms.v2) is applied with the boxes wrapped as
-    ``BoundingBoxes``. Use ``detection_collate`` with a DataLoader.
+    ``BoundingBoxes``. Use :func:`vislearn.data.collate.detection_collate` with a DataLoader.
     """
 
     def __init__(self, images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor],
@@ -398,13 +399,6 @@ class ShapesDetection(Dataset):
         if self.transform is not None:
             image, target = apply_detection_transform(self.transform, image, target)
         return image, target
-
-
-def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """Stack same-sized images into N×3×H×W and keep the per-image target dicts in a list."""
-    if not batch:
-        raise UserError("detection_collate got an empty batch")
-    return torch.stack([im for im, _ in batch]), [t for _, t in batch]
 
 
 def _top_object(pix: torch.Tensor, obj: torch.Tensor, use: torch.Tensor, npix: int) -> torch.Tensor:

@@ -331,6 +331,6 @@ def semantic_vgg16(**kwargs) -> PerceptualMetric:
     return build_perceptual_metric("semantic_vgg16", **kwargs)
 
 
-@register_model("lpips_vgg", input_size=(3, 224, 224), paper="Zhang et al. 2018, LPIPS v0.1 VGG (needs lin_weights)")
+@register_model("lpips_vgg", input_size=(3, 224, 224), paper="Zhang et al. 2018, LPIPS v0.1 VGG (arXiv 1801.03924)")
 def lpips_vgg(**kwargs) -> PerceptualMetric:
     return build_perceptual_metric("lpips_vgg", **kwargs)
