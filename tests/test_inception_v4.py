@@ -13,7 +13,7 @@ from vislearn.convert import load_weights
 from vislearn.errors import UserError
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
-from vislearn.models.inception_v4 import InceptionA, ResidualA, ResidualB, ResidualC
+from vislearn.models.inception_v4_blocks import InceptionA, ResidualA, ResidualB, ResidualC
 
 PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2": 55_843_464}  # PAPERS.md §3 (1000 classes)
 
