@@ -114,7 +114,7 @@ def _coco_split(root: Path, split: str) -> Dataset:
 def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, Dataset, list[str]]:
     """(train, eval, class names) for the config's dataset, resized to ``cfg.image_size``."""
     if cfg.dataset == "shapes":
-        from vislearn.data.embedded import shapes_detection
+        from vislearn.data.shapes_detection import shapes_detection
 
         kw = dict(image_size=cfg.image_size, num_categories=cfg.num_categories, max_objects=cfg.max_objects,
                   seed=cfg.data_seed)
