@@ -37,7 +37,7 @@ def bench_model(name: str, batch: int, size: int, rounds: int, device: str = "cp
 
     from vislearn.inference import optimize
     from vislearn.models import create_model
-    from vislearn.models.inception_v4 import count_macs
+    from vislearn.nn.profile import count_macs
 
     torch.manual_seed(0)
     peer = timm.create_model(name, pretrained=False).eval()

@@ -131,7 +131,7 @@ def test_shapes_multilabel_each_label_is_drawn():
 # ---------------------------------------------------------------------------------------- detection
 
 def test_shapes_detection_boxes_are_tight_around_visible_pixels():
-    from vislearn.data.embedded import _generate_detection
+    from vislearn.data.shapes_detection import _generate_detection
     images, boxes, labels, background, masks = _generate_detection(0, 60, 64, 5, 8, seed=2, return_masks=True)
     total = 0
     for img, bx, lb, bg, mk in zip(images, boxes, labels, background, masks, strict=True):
@@ -152,7 +152,8 @@ def test_shapes_detection_boxes_are_tight_around_visible_pixels():
 
 
 def test_shapes_detection_statistics_and_determinism():
-    from vislearn.data.embedded import ShapesDetection, detection_collate, shapes_detection
+    from vislearn.data.collate import detection_collate
+    from vislearn.data.shapes_detection import ShapesDetection, shapes_detection
     ds = shapes_detection("train", num_images=120, image_size=64, num_categories=4, max_objects=6, seed=0)
     assert isinstance(ds, ShapesDetection) and ds.classes == list(_draw.SHAPES[:4]) and len(ds) == 120
     img, t = ds[3]
@@ -172,7 +173,7 @@ def test_shapes_detection_statistics_and_determinism():
     from torchvision.ops import box_iou
     overl = sum(int((box_iou(b, b).fill_diagonal_(0) > 0.05).any()) for b in ds.boxes if len(b) > 1)
     assert overl > 10
-    from vislearn.data.embedded import _shapes_detection_cached
+    from vislearn.data.shapes_detection import _shapes_detection_cached
     _shapes_detection_cached.cache_clear()
     again = shapes_detection("train", num_images=120, image_size=64, num_categories=4, max_objects=6, seed=0)
     assert torch.equal(again.images, ds.images)
@@ -204,7 +205,7 @@ def test_shapes_detection_transform_moves_boxes():
 def test_shapes_detection_speed():
     import time
 
-    from vislearn.data.embedded import _generate_detection
+    from vislearn.data.shapes_detection import _generate_detection
     t = time.process_time()
     _generate_detection(5, 50, 128, 5, 10, seed=0)
     assert time.process_time() - t < 2.5  # 500 images take a few seconds; CPU time, not wall time

@@ -14,7 +14,9 @@ from vislearn.errors import UserError
 from vislearn.io import save_weights
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
-from vislearn.models.inception_v3 import InceptionV3, count_macs, set_tf_avg_pool, tf_slim_from_model
+from vislearn.models.inception_v3 import InceptionV3, set_tf_avg_pool
+from vislearn.models.tfslim_names import tf_slim_from_model
+from vislearn.nn.profile import count_macs
 
 
 def _randomize_bn(model: nn.Module, seed: int = 1, size: int = 120) -> None:

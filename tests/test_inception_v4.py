@@ -13,7 +13,7 @@ from vislearn.errors import UserError
 from vislearn.models import create_model
 from vislearn.models.base import IMAGENET_MEAN, IMAGENET_STD
 from vislearn.models.convert import load_weights
-from vislearn.models.inception_v4 import InceptionA, ResidualA, ResidualB, ResidualC
+from vislearn.models.inception_v4_blocks import InceptionA, ResidualA, ResidualB, ResidualC
 
 PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2": 55_843_464}  # PAPERS.md §3 (1000 classes)
 
@@ -82,7 +82,8 @@ def test_features_and_logits_match_timm_at_smallest_size(pair):
         ref_last, ref_feats = peer.forward_intermediates((x - 0.5) / 0.5)
         feats = ours.forward_features(x)
         out, ref = ours(x), peer((x - 0.5) / 0.5)
-    assert [i.channels for i in ours.feature_info] == [i["num_chs"] for i in peer.feature_info]
+    assert [f.shape[1] for f in feats] == [i.channels for i in ours.feature_info] == \
+        [i["num_chs"] for i in peer.feature_info]
     for a, b in zip(feats, ref_feats, strict=True):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-4
     assert (out - ref).abs().max().item() <= 1e-4

@@ -21,8 +21,10 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
+import lpips
 import pytest
 import torch
 import torch.nn as nn
@@ -33,6 +35,12 @@ from vislearn.models.registry import create_model_from_weights
 from vislearn.nn import fold_batchnorm
 
 NAMES = list_models()
+# Full-reference metrics built on a registered backbone (vgg16, checked here in full): forward takes a
+# pair of images and returns a distance; they have no feature maps, no BN and no normalisation of their
+# own, so only forward/backward apply. Their values are checked against lpips in test_perceptual.py.
+PAIR_METRICS: dict[str, str] = {n: "a pair-input perceptual distance on the vgg16 trunk"
+                                for n in ("semantic_vgg16", "lpips_vgg")}
+IMAGE_MODELS = [n for n in NAMES if n not in PAIR_METRICS]
 
 # The families that exist when this file was written: the list can grow, never silently shrink.
 KNOWN_FAMILIES = {"bn_inception", "embedding_net", "inception_resnet_v1", "inception_resnet_v2",
@@ -60,6 +68,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "small_convnet": {"widths": (4, 8, 8, 16), "num_classes": 7},
     # the conv trunk only: the 120M-parameter classifier is checked against torchvision in test_vgg.py
     "vgg16": {"features_only": True},
+    # LPIPS needs its learned linear layers: the lpips package ships them
+    "lpips_vgg": {"lin_weights": str(Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth")},
 }
 
 # Input side where the smallest valid input is not ``model.min_input_size``, with the reason.
@@ -74,6 +84,11 @@ INPUT_SIDE: dict[str, tuple[int, str]] = {
 # today. A name here is checked to really have no feature_info, so the entry cannot go stale.
 NO_FEATURES: dict[str, str] = {}
 # Models whose feature maps are not spatial, or whose spatial size does not follow the input.
+# parameters that forward() does not use, by name prefix, with the reason
+NOT_IN_FORWARD: dict[str, tuple[str, str]] = {
+    name: ("head.logistic.", "the logistic map turns distances into ratings; forward returns the distance")
+    for name in ("semantic_vgg16", "lpips_vgg")
+}
 FLAT_FEATURES = {"mlp": "an MLP: its one feature is a flat N×width vector (stride 1 by definition)"}
 FIXED_GRID = {"msc_multibox": "each map is pooled to its g×g grid whatever the input size; "
                               "feature_info stride is the nominal image_size // g"}
@@ -144,7 +159,7 @@ def test_registry_is_complete():
     assert NAMES, "list_models() is empty: the contract would check nothing"
     missing = KNOWN_FAMILIES - set(NAMES)
     assert not missing, f"registered families disappeared: {sorted(missing)}"
-    for table in (SMALL, INPUT_SIDE, NO_FEATURES, FLAT_FEATURES, FIXED_GRID):
+    for table in (SMALL, INPUT_SIDE, NO_FEATURES, FLAT_FEATURES, FIXED_GRID, NOT_IN_FORWARD, PAIR_METRICS):
         stale = set(table) - set(NAMES)
         assert not stale, f"exemption/option tables name unregistered models: {sorted(stale)}"
     assert VALID_PADDING <= set(NAMES)
@@ -180,6 +195,11 @@ def test_backward_reaches_every_parameter(name):
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable
     no_grad = [n for n, p in trainable if p.grad is None]
+    if name in NOT_IN_FORWARD:
+        prefix = NOT_IN_FORWARD[name][0]
+        assert any(n.startswith(prefix) for n in no_grad), f"{name}: {prefix}* is used by forward now"
+        no_grad = [n for n in no_grad if not n.startswith(prefix)]
+        trainable = [(n, p) for n, p in trainable if not n.startswith(prefix)]
     assert not no_grad, f"parameters the output does not depend on: {no_grad[:8]}"
     bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
     assert not bad, f"non-finite gradients: {bad[:8]}"
@@ -192,7 +212,7 @@ def _map_sizes(model: nn.Module, side: int, chans: int) -> list[tuple[int, ...]]
         return [tuple(f.shape[2:]) for f in model.forward_features(x)]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_feature_maps_match_feature_info(name):
     model, x = _build(name)
     if name in NO_FEATURES:
@@ -208,7 +228,7 @@ def test_feature_maps_match_feature_info(name):
     assert all(f.dim() == (2 if name in FLAT_FEATURES else 4) for f in feats)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_feature_strides(name):
     """Stride = how fast a map grows with the input: ``L`` more input pixels give ``L / stride`` more
     map positions, for ``L`` the least common multiple of the strides. This is exact for padded and
@@ -247,7 +267,7 @@ def _check_close(a: Any, b: Any, rtol: float, atol: float) -> None:
         torch.testing.assert_close(u, v, rtol=rtol, atol=atol * max(1.0, float(v.abs().max())))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_fold_batchnorm_agrees(name):
     model, x = _build(name)
     model.eval()
@@ -260,7 +280,7 @@ def test_fold_batchnorm_agrees(name):
             _check_close(folded.forward_features(x), model.forward_features(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_safetensors_round_trip(name, tmp_path):
     model, x = _build(name)
     model.eval()
@@ -276,7 +296,7 @@ def test_safetensors_round_trip(name, tmp_path):
             assert torch.equal(u, v)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_channels_last_agrees(name):
     model, x = _build(name)
     model.eval()
@@ -294,3 +314,12 @@ def test_tables_are_not_stale():
         model, x = _build(name)
         chans = x.shape[1]
         assert _map_sizes(model.eval(), x.shape[-1], chans) == _map_sizes(model, 2 * x.shape[-1], chans)
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_METRICS))
+def test_pair_metrics_are_not_image_models(name):
+    # the exemption above holds only while these stay pair-input metrics without a feature interface
+    from vislearn.models.base import VisionModel
+
+    model, _ = _build(name)
+    assert not isinstance(model, VisionModel) and not hasattr(model, "feature_info")

@@ -10,15 +10,9 @@ import torchvision
 from vislearn.errors import UserError
 from vislearn.io import save_weights
 from vislearn.metrics.iqa import srocc, two_afc_agreement
-from vislearn.metrics.perceptual import (
-    IQAEvaluation,
-    PairFeatures,
-    TwoAFCEvaluation,
-    create_metric,
-    fit,
-    region_ablation,
-    sensitivity_map,
-)
+from vislearn.metrics.perceptual import IQAEvaluation, TwoAFCEvaluation, create_metric
+from vislearn.metrics.perceptual_maps import region_ablation, sensitivity_map
+from vislearn.recipes.perceptual import PairFeatures, fit
 
 LIN = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
 
@@ -65,6 +59,12 @@ def test_lpips_equivalence(backbone):
         # pooled per-channel features are a sufficient statistic of the distance
         D = ours.pair_features(x, y)
         torch.testing.assert_close(D @ ours.head.flat_weights(), d, rtol=1e-5, atol=1e-7)
+        # the same network through the model registry (what a loss imports): LPIPS's numbers too
+        from vislearn.models import create_model
+
+        registered = create_model("lpips_vgg", backbone_weights=path, lin_weights=LIN)
+        assert registered.model_name == "lpips_vgg"
+        torch.testing.assert_close(registered(x, y), peer, rtol=1e-5, atol=1e-6)
 
 
 def test_reference_cache_and_fast_mode(backbone):

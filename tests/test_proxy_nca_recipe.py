@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+from vislearn.data.collate import group_collate
+from vislearn.data.samplers import ClassGroups
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
-from vislearn.recipes.proxy_nca import ClassGroups, MetricLearningModule, group_collate
+from vislearn.recipes.proxy_nca import MetricLearningModule
 from vislearn.train import Trainer
 
 

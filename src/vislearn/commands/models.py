@@ -9,13 +9,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from vislearn.errors import UserError
     from vislearn.models import create_model, get_entry, list_models
 
     for name in list_models(args.pattern):
         e = get_entry(name)
         line = f"{name:32s} input {e.input_size[1]}x{e.input_size[2]}  {e.paper}"
         if args.params:
-            n = sum(p.numel() for p in create_model(name).parameters())
-            line += f"  {n:,} params"
+            try:  # a model that needs a file to be built (lpips_vgg: lin_weights) says so instead
+                n = sum(p.numel() for p in create_model(name).parameters())
+                line += f"  {n:,} params"
+            except UserError as e:
+                line += f"  (needs options: {e})"
         print(line)
     return 0

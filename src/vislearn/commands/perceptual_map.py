@@ -43,7 +43,8 @@ def run(args) -> int:
     from vislearn.data.formats import load_image
     from vislearn.data.iqa_sets import resize_short
     from vislearn.errors import UserError
-    from vislearn.metrics.perceptual import create_metric, overlay_map, sensitivity_map
+    from vislearn.metrics.perceptual import create_metric
+    from vislearn.metrics.perceptual_maps import overlay_map, sensitivity_map
     from vislearn.recipes.perceptual import backbone_weights_path
 
     if args.size < 0:

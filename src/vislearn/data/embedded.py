@@ -1,7 +1,8 @@
 """Embedded datasets that need no download: ``digits``, ``shapes`` and ``photos``.
 
 * ``digits``: scikit-learn's 8×8 handwritten digits.
-* ``shapes_classification`` / ``shapes_multilabel`` / ``shapes_detection`` (+ ``detection_collate``):
+* ``shapes_classification`` / ``shapes_multilabel`` / ``shapes_detection`` (from
+  :mod:`vislearn.data.shapes_detection`; batch with :func:`vislearn.data.collate.detection_collate`):
   procedurally drawn scenes of 10 shapes × 8 colours × 2 fills (drawing in ``_draw``), cached in-process.
 * ``photos`` / ``photo_crops``: scikit-image's bundled sample photos.
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from vislearn.data._checks import SPLIT_STREAM, check_int, check_split
 from vislearn.errors import UserError
 
 
@@ -103,21 +105,6 @@ def _class_name(combo: tuple[int, int, int]) -> str:
 SHAPE_CLASSES: list[str] = [_class_name(c) for c in _shape_classes()]
 """Every class ``shapes_classification`` can draw, in index order (160 = 10 shapes × 8 colours × 2 fills)."""
 
-_SPLIT_STREAM = {"train": 0, "test": 1}
-
-
-def _check_split(name: str, split: str) -> None:
-    if split not in ("train", "test", "all"):
-        raise UserError(f"{name} split must be train, test or all, got {split!r}")
-
-
-def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low or (
-            high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise UserError(f"{name} must be an integer {bound}, got {value!r}")
-
-
 def _render(rng: np.random.Generator, images: torch.Tensor, img_idx: np.ndarray, kind: np.ndarray,
             colour: np.ndarray, outline: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray,
             angle: np.ndarray, aspect: np.ndarray, supersample: int = 2) -> None:
@@ -186,11 +173,11 @@ def shapes_classification(split: str = "train", num_classes: int = 10, samples_p
     Returns:
         ``TensorImageDataset`` with images N×3×S×S in [0, 1], long targets and ``.classes`` names.
     """
-    _check_split("shapes_classification", split)
-    _check_int("num_classes", num_classes, 1, len(SHAPE_CLASSES))
-    _check_int("samples_per_class", samples_per_class, 1)
-    _check_int("image_size", image_size, 8)
-    streams = [0, 1] if split == "all" else [_SPLIT_STREAM[split]]
+    check_split("shapes_classification", split)
+    check_int("num_classes", num_classes, 1, len(SHAPE_CLASSES))
+    check_int("samples_per_class", samples_per_class, 1)
+    check_int("image_size", image_size, 8)
+    streams = [0, 1] if split == "all" else [SPLIT_STREAM[split]]
     parts = [_shapes_classification_arrays(st, num_classes, samples_per_class, image_size, int(seed))
              for st in streams]
     x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
@@ -252,7 +239,7 @@ def photos(names: list[str] | tuple[str, ...] | str | None = None, size: int | N
     if unknown:
         raise UserError(f"unknown photo(s) {', '.join(map(repr, unknown))}; available: {', '.join(PHOTO_NAMES)}")
     if size is not None:
-        _check_int("photos size", size, 1)
+        check_int("photos size", size, 1)
     return {n: _photo(n, None if size is None else int(size)) for n in names}
 
 
@@ -264,8 +251,8 @@ def photo_crops(num_crops: int = 256, crop_size: int = 64, names: list[str] | tu
     Each crop picks a photo uniformly (target = its index in ``names``), a side of ``sqrt(area)`` of the
     photo's short side with area uniform in ``scale``, and a uniform position; deterministic from ``seed``.
     """
-    _check_int("num_crops", num_crops, 1)
-    _check_int("crop_size", crop_size, 1)
+    check_int("num_crops", num_crops, 1)
+    check_int("crop_size", crop_size, 1)
     if not 0 < scale[0] <= scale[1] <= 1:
         raise UserError(f"photo_crops scale must satisfy 0 < low <= high <= 1, got {scale}")
     ims = photos(names, size=photo_size)
@@ -342,14 +329,14 @@ def shapes_multilabel(split: str = "train", num_labels: int = 20, num_samples: i
     Returns:
         ``TensorImageDataset`` with targets a float multi-hot N×``num_labels`` matrix, ``.classes`` names.
     """
-    _check_split("shapes_multilabel", split)
-    _check_int("max_labels", max_labels, 1)
-    _check_int("num_labels", num_labels, max_labels, len(SHAPE_CLASSES))
-    _check_int("num_samples", num_samples, 1)
-    _check_int("image_size", image_size, 8 * int(np.ceil(np.sqrt(max_labels))))
+    check_split("shapes_multilabel", split)
+    check_int("max_labels", max_labels, 1)
+    check_int("num_labels", num_labels, max_labels, len(SHAPE_CLASSES))
+    check_int("num_samples", num_samples, 1)
+    check_int("image_size", image_size, 8 * int(np.ceil(np.sqrt(max_labels))))
     if not zipf_exponent >= 0:
         raise UserError(f"zipf_exponent must be >= 0, got {zipf_exponent!r}")
-    streams = [0, 1] if split == "all" else [_SPLIT_STREAM[split]]
+    streams = [0, 1] if split == "all" else [SPLIT_STREAM[split]]
     parts = [_shapes_multilabel_arrays(st, num_labels, num_samples, image_size, float(zipf_exponent), max_labels,
                                        int(seed)) for st in streams]
     x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
@@ -357,170 +344,9 @@ def shapes_multilabel(split: str = "train", num_labels: int = 20, num_samples: i
     return TensorImageDataset(x, y, transform, classes=SHAPE_CLASSES[:num_labels])
 
 
-# ----------------------------------------------------------------------------------------------------
-# shapes_detection: several objects per image with exact boxes of their visible pixels
-# ----------------------------------------------------------------------------------------------------
+# shapes_detection lives in its own module; these names stay importable from here (README)
+from vislearn.data.shapes_detection import ShapesDetection, apply_detection_transform, shapes_detection  # noqa: E402
 
-def apply_detection_transform(transform: Callable, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
-    """Call a torchvision.transforms.v2 transform on ``(image, target)`` with the boxes wrapped as xyxy
-    ``BoundingBoxes`` (so geometric transforms move them), and unwrap them again afterwards."""
-    from torchvision import tv_tensors
-
-    h, w = image.shape[-2:]
-    target = dict(target)
-    target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
-    image, target = transform(tv_tensors.Image(image), target)
-    target["boxes"] = target["boxes"].as_subclass(torch.Tensor)
-    return image.as_subclass(torch.Tensor), target
-
-
-class ShapesDetection(Dataset):
-    """Detection images in memory: items ``(image 3×H×W in [0, 1], {"boxes": K×4 float xyxy pixels,
-    "labels": K long (0-based category), "image_id": long scalar})``.
-
-    ``transform(image, target)`` (e.g. torchvision.transforms.v2) is applied with the boxes wrapped as
-    ``BoundingBoxes``. Use ``detection_collate`` with a DataLoader.
-    """
-
-    def __init__(self, images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor],
-                 classes: list[str], transform: Callable | None = None) -> None:
-        if not len(images) == len(boxes) == len(labels):
-            raise UserError(f"{len(images)} images, {len(boxes)} box sets and {len(labels)} label sets differ")
-        self.images, self.boxes, self.labels, self.classes = images, boxes, labels, classes
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image = self.images[i]
-        target = {"boxes": self.boxes[i], "labels": self.labels[i], "image_id": torch.tensor(i)}
-        if self.transform is not None:
-            image, target = apply_detection_transform(self.transform, image, target)
-        return image, target
-
-
-def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """Stack same-sized images into N×3×H×W and keep the per-image target dicts in a list."""
-    if not batch:
-        raise UserError("detection_collate got an empty batch")
-    return torch.stack([im for im, _ in batch]), [t for _, t in batch]
-
-
-def _top_object(pix: torch.Tensor, obj: torch.Tensor, use: torch.Tensor, npix: int) -> torch.Tensor:
-    """Per pixel, the index of the top object among those with ``use``, or -1. Objects are numbered by
-    image then slot, so within an image the largest index drawn on a pixel is the one on top."""
-    sel = use[obj]
-    return torch.full((npix,), -1, dtype=torch.long).scatter_reduce(0, pix[sel], obj[sel], "amax")
-
-
-def _generate_detection(stream: int, num_images: int, image_size: int, num_categories: int, max_objects: int,
-                        seed: int, min_visible: float = 0.4, return_masks: bool = False):
-    """Draw the detection scenes. Returns images, per-image boxes and labels, and when ``return_masks``
-    also the backgrounds and each kept object's visible mask (for tests)."""
-    from vislearn.data import _draw
-
-    rng = np.random.default_rng([seed, stream, 0xDE7])
-    n, k, s = num_images, max_objects, image_size
-    count = rng.integers(0, k + 1, n)
-    kind = rng.integers(0, num_categories, (n, k))
-    colour = rng.integers(0, len(_draw.COLOURS), (n, k))
-    radius = np.exp(rng.uniform(np.log(0.05), np.log(0.3), (n, k))) * s  # small to large objects
-    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0), (n, k)))  # 1:2 .. 2:1 stretch
-    angle = rng.uniform(0, 2 * np.pi, (n, k))
-    cx = rng.uniform(0, s, (n, k))  # objects may be cut by the image border
-    cy = rng.uniform(0, s, (n, k))
-    valid = np.arange(k)[None] < count[:, None]
-    images = _draw.textured_backgrounds(rng, n, s)
-    background = images.clone() if return_masks else None
-    cols = _draw.jittered_colours(rng, colour.reshape(-1)).view(n, k, 3)
-    boxes: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    masks: list[torch.Tensor] = []
-    ys = torch.arange(s).view(1, s, 1).expand(-1, -1, s).reshape(-1)
-    xs = torch.arange(s).view(1, 1, s).expand(-1, s, -1).reshape(-1)
-    chunk = max(1, (1 << 22) // (k * s * s // 2 + 1))
-    for a in range(0, n, chunk):
-        b = min(n, a + chunk)
-        ii, jj = np.nonzero(valid[a:b])  # objects of this chunk, ordered by image then slot
-        m = len(ii)
-        if m == 0:
-            boxes += [torch.zeros(0, 4) for _ in range(b - a)]
-            labels += [torch.zeros(0, dtype=torch.long) for _ in range(b - a)]
-            masks += [torch.zeros(0, s, s, dtype=torch.bool) for _ in range(b - a)] if return_masks else []
-            continue
-        drawn = _draw.object_masks(kind[ii + a, jj], cx[ii + a, jj], cy[ii + a, jj], radius[ii + a, jj],
-                                   angle[ii + a, jj], aspect[ii + a, jj], s)
-        obj_img = torch.from_numpy(ii)
-        obj, py, px = drawn.nonzero(as_tuple=True)
-        pix = obj_img[obj] * (s * s) + py * s + px
-        area = torch.bincount(obj, minlength=m)
-
-        # occlusion: an object is kept when at least ``min_visible`` of it (and 4 pixels) shows; dropped
-        # objects are not drawn at all (which only uncovers the others), so every drawn pixel is in a box
-        ids = _top_object(pix, obj, torch.ones(m, dtype=torch.bool), (b - a) * s * s)
-        nvis = torch.bincount(ids + 1, minlength=m + 1)[1:]
-        keep = (nvis >= 4) & (nvis >= min_visible * area)
-        ids = _top_object(pix, obj, keep, (b - a) * s * s).view(b - a, -1)
-        flat = ids.flatten()
-        on = flat >= 0
-        obj, py, px = flat[on], ys.repeat(b - a)[on], xs.repeat(b - a)[on]
-        y0 = torch.full((m,), s).scatter_reduce(0, obj, py, "amin")
-        y1 = torch.full((m,), -1).scatter_reduce(0, obj, py, "amax") + 1
-        x0 = torch.full((m,), s).scatter_reduce(0, obj, px, "amin")
-        x1 = torch.full((m,), -1).scatter_reduce(0, obj, px, "amax") + 1
-        bx = torch.stack([x0, y0, x1, y1], 1).float()
-        col = cols[torch.from_numpy(ii + a), torch.from_numpy(jj)]  # (m, 3)
-        img = images[a:b].view(b - a, 3, -1)
-        img.copy_(torch.where(ids[:, None] >= 0, col[ids.clamp(min=0)].permute(0, 2, 1), img))
-        lab = torch.from_numpy(kind[ii + a, jj]).long()
-        starts = np.searchsorted(ii, np.arange(b - a + 1))
-        for r in range(b - a):
-            sl = slice(int(starts[r]), int(starts[r + 1]))
-            kr = keep[sl]
-            boxes.append(bx[sl][kr].contiguous())
-            labels.append(lab[sl][kr].contiguous())
-            if return_masks:
-                ob = torch.arange(sl.start, sl.stop)[kr]
-                masks.append(ids[r].view(1, s, s) == ob[:, None, None])
-    if return_masks:
-        return images, boxes, labels, background, masks
-    return images, boxes, labels
-
-
-@functools.lru_cache(maxsize=8)
-def _shapes_detection_cached(stream: int, num_images: int, image_size: int, num_categories: int, max_objects: int,
-                             seed: int):
-    return _generate_detection(stream, num_images, image_size, num_categories, max_objects, seed)
-
-
-def shapes_detection(split: str = "train", num_images: int = 500, image_size: int = 128, num_categories: int = 5,
-                     max_objects: int = 10, seed: int = 0, transform: Callable | None = None) -> ShapesDetection:
-    """Procedural detection scenes: 0..``max_objects`` solid shapes per image (uniform count), each of a
-    category among the first ``num_categories`` of ``_draw.SHAPES`` (circle, triangle, square, …) in a random
-    palette colour, with a log-uniform size (half-extent 5–30 % of the side), a 1:2..2:1 stretch, any
-    rotation and any position (objects may be cut by the border), on a textured background.
-
-    Later objects occlude earlier ones; an object whose visible part is under 40 % of its area (or under 4
-    pixels) is not drawn. Boxes are the exact pixel extents of each object's visible pixels, xyxy with the
-    pixel-edge convention (a box ``[x0, y0, x1, y1]`` covers columns x0..x1-1 and rows y0..y1-1).
-
-    Args:
-        split: ``"train"``/``"test"`` (independent draws of ``num_images`` each) or ``"all"`` (both).
-        num_categories: 1..10.
-        seed: same arguments, same scenes (cached in-process: treat the tensors as read-only).
-    """
-    from vislearn.data import _draw
-
-    _check_split("shapes_detection", split)
-    _check_int("num_images", num_images, 1)
-    _check_int("image_size", image_size, 16)
-    _check_int("num_categories", num_categories, 1, len(_draw.SHAPES))
-    _check_int("max_objects", max_objects, 0)
-    streams = [0, 1] if split == "all" else [_SPLIT_STREAM[split]]
-    parts = [_shapes_detection_cached(st, num_images, image_size, num_categories, max_objects, int(seed))
-             for st in streams]
-    images = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-    boxes = [b for p in parts for b in p[1]]
-    labels = [lb for p in parts for lb in p[2]]
-    return ShapesDetection(images, boxes, labels, list(_draw.SHAPES[:num_categories]), transform)
+__all__ = ["DEFAULT_PHOTOS", "PHOTO_NAMES", "SHAPE_CLASSES", "ShapesDetection", "TensorImageDataset",
+           "apply_detection_transform", "digits", "photo_crops", "photos", "shapes_classification",
+           "shapes_detection", "shapes_multilabel"]

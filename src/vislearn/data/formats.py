@@ -236,7 +236,7 @@ class CocoDetection(Dataset):
         image = load_image(self.image_root / self.images[i]["file_name"])
         target = self.target(i)
         if self.transform is not None:
-            from vislearn.data.embedded import apply_detection_transform
+            from vislearn.data.shapes_detection import apply_detection_transform
             image, target = apply_detection_transform(self.transform, image, target)
         return image, target
 

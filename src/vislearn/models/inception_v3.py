@@ -39,12 +39,14 @@ weights) excludes the zero padding from the mean; PyTorch's default, used by tor
 includes it. ``tf_avg_pool`` selects it (default ``False``: torchvision/timm behaviour, so their
 checkpoints reproduce their logits exactly; the TF-slim converter switches it on). The two differ
 only on border pixels of the pooling branches.
+
+TF-slim's variable names and converter live in :mod:`vislearn.models.tfslim_names`; the shared
+initialisation and peer-key helpers in :mod:`vislearn.models.inception_common`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -54,24 +56,19 @@ import torch.nn.functional as F
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
 from vislearn.models.convert import Converter, StateDict, register_converter
+from vislearn.models.inception_common import avg_pool_3x3, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn.conv import ConvBNAct
 
 __all__ = [
     "InceptionV3", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux",
-    "avg_pool_3x3", "channels", "set_tf_avg_pool", "init_inception_weights", "count_macs",
-    "peer_state_dict", "tf_slim_arrays", "tf_conv_bn", "tf_dense_from_conv", "INCEPTION_V3_TF_SCOPES",
+    "channels", "inception_v3", "set_tf_avg_pool",
 ]
 
 BN_EPS = 1e-3  # released Google models (PAPERS.md §2)
 
 
 # ------------------------------------------------------------------------------------ building blocks
-def avg_pool_3x3(tf_style: bool = False) -> nn.AvgPool2d:
-    """3×3/1 average pooling with padding 1; ``tf_style`` excludes the padding from the mean (TF "SAME")."""
-    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=not tf_style)
-
-
 def set_tf_avg_pool(model: nn.Module, tf_style: bool = True) -> None:
     """Switch every padded average pooling in ``model`` to TF "SAME" semantics (or back).
 
@@ -254,33 +251,6 @@ class InceptionAux(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-@torch.no_grad()
-def init_inception_weights(model: nn.Module) -> None:
-    """He initialisation (variance 2 / fan-in) for convolutions and classifiers; a module carrying
-    ``init_std`` (the auxiliary head's layers, as in TF-slim) gets that standard deviation instead;
-    BN γ = 1, β = 0; biases 0.
-
-    TF-slim draws from a truncated normal; we draw a uniform of the same variance, which is an
-    order of magnitude cheaper on CPU (building the 27M-parameter model stays under a second).
-    """
-    def uniform_with_std(w: torch.Tensor, std: float) -> None:
-        bound = std * 3.0 ** 0.5
-        w.uniform_(-bound, bound)
-
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            std = getattr(m, "init_std", None)
-            uniform_with_std(m.weight, std if std is not None else (2.0 / m.weight[0].numel()) ** 0.5)
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.fill_(1.0)
-            m.bias.zero_()
-    for m in model.modules():  # a ConvBNAct's init_std belongs to its convolution
-        if isinstance(m, ConvBNAct) and hasattr(m, "init_std"):
-            uniform_with_std(m.conv.weight, m.init_std)
-
-
 # ------------------------------------------------------------------------------------------ the model
 class InceptionV3(VisionModel):
     """Inception-v3 (paper Table 1). See the module docstring for outputs, normalisation and pooling.
@@ -378,55 +348,7 @@ def inception_v3(**kwargs: Any) -> InceptionV3:
     return InceptionV3(**kwargs)
 
 
-# ------------------------------------------------------------------------------------------ counting
-def count_macs(model: nn.Module, image_size: int = 299, batch: int = 1) -> int:
-    """Multiply-adds of one eval-mode forward pass per image, counted by ``torch.utils.flop_counter``
-    (convolutions and matrix products; FLOPs / 2).
-
-    A model built on the ``meta`` device (``with torch.device("meta"): model = ...``) is counted
-    without computing anything; input validation is skipped for it.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    was, validate = model.training, getattr(model, "validate_inputs", None)
-    model.eval()
-    if validate is not None and device.type == "meta":
-        model.validate_inputs = False
-    x = torch.rand(batch, getattr(model, "in_chans", 3), image_size, image_size, device=device)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was)
-        if validate is not None:
-            model.validate_inputs = validate
-    return counter.get_total_flops() // (2 * batch)
-
-
 # ----------------------------------------------------------------------------- torchvision / timm
-def peer_state_dict(sd: StateDict, model: nn.Module, source: str) -> StateDict:
-    """A torchvision/timm-layout state dict fitted to ``model`` (same keys as ours):
-
-    * auxiliary-head keys are dropped when ``model`` has no aux head (torchvision's released
-      checkpoint always carries them; timm builds without it by default); a model *with* an aux
-      head and a file without one is an error naming the missing head;
-    * ``num_batches_tracked`` counters missing from ported checkpoints are filled with zeros.
-    """
-    own = model.state_dict()
-    out = {k: v for k, v in sd.items() if k in own or not k.startswith("AuxLogits.")}
-    has_aux_file = any(k.startswith("AuxLogits.") for k in sd)
-    has_aux_model = any(k.startswith("AuxLogits.") for k in own)
-    if has_aux_model and not has_aux_file:
-        raise UserError(f"the {source} checkpoint has no auxiliary head (AuxLogits.*); build the model "
-                        "with aux_logits=False")
-    for k, v in own.items():
-        if k.endswith("num_batches_tracked") and k not in out and k.removesuffix("num_batches_tracked") \
-                + "running_mean" in out:
-            out[k] = torch.zeros_like(v)
-    return out
-
-
 def _is_inception_v3_layout(sd: StateDict) -> bool:
     return ("Conv2d_1a_3x3.conv.weight" in sd and "Mixed_7c.branch3x3dbl_3b.conv.weight" in sd
             and "Mixed_6e.branch7x7dbl_5.conv.weight" in sd)
@@ -440,181 +362,4 @@ register_converter(Converter(
     convert=lambda sd, model: peer_state_dict(sd, model, "torchvision/timm"),
     normalization=(INCEPTION_MEAN, INCEPTION_STD)))
 
-
-# ------------------------------------------------------------------------------------------- TF-slim
-def tf_slim_arrays(sd: StateDict, root: str) -> StateDict:
-    """TF variable names normalised: ``:0`` suffixes and the ``root/`` scope (e.g. ``InceptionV3/``)
-    removed, an ``ExponentialMovingAverage`` shadow preferred over the raw variable when present."""
-    out: StateDict = {}
-    for k, v in sd.items():
-        name = k.removesuffix(":0")
-        name = name[len(root) + 1:] if name.startswith(root + "/") else name
-        if name.endswith("/ExponentialMovingAverage"):
-            continue
-        out[name] = v
-    for k, v in sd.items():  # the averaged weights are what Google evaluated (paper Sec. 8)
-        name = k.removesuffix(":0")
-        name = name[len(root) + 1:] if name.startswith(root + "/") else name
-        if name.endswith("/ExponentialMovingAverage"):
-            out[name.removesuffix("/ExponentialMovingAverage")] = v
-    return out
-
-
-def _take(arrays: StateDict, name: str) -> torch.Tensor:
-    if name not in arrays:
-        raise UserError(f"TF-slim weights: missing variable {name!r}")
-    return arrays[name].float()
-
-
-def tf_conv_bn(arrays: StateDict, scope: str, prefix: str) -> StateDict:
-    """One TF-slim ``conv2d`` + ``BatchNorm`` scope → our ``ConvBNAct`` keys under ``prefix``.
-
-    ``scope/weights`` [kh, kw, in, out] → ``prefix.conv.weight`` [out, in, kh, kw];
-    ``scope/BatchNorm/{beta, moving_mean, moving_variance}`` → ``prefix.bn.{bias, running_mean,
-    running_var}``; ``scope/BatchNorm/gamma`` → ``prefix.bn.weight`` when present, else ones (the
-    released models were trained with ``scale=False``).
-    """
-    w = _take(arrays, f"{scope}/weights")
-    if w.dim() != 4:
-        raise UserError(f"TF-slim weights: {scope}/weights should be 4-D [kh, kw, in, out], "
-                        f"got {tuple(w.shape)}")
-    beta = _take(arrays, f"{scope}/BatchNorm/beta")
-    gamma = arrays.get(f"{scope}/BatchNorm/gamma")
-    return {
-        f"{prefix}.conv.weight": w.permute(3, 2, 0, 1).contiguous(),
-        f"{prefix}.bn.weight": gamma.float() if gamma is not None else torch.ones_like(beta),
-        f"{prefix}.bn.bias": beta,
-        f"{prefix}.bn.running_mean": _take(arrays, f"{scope}/BatchNorm/moving_mean"),
-        f"{prefix}.bn.running_var": _take(arrays, f"{scope}/BatchNorm/moving_variance"),
-        f"{prefix}.bn.num_batches_tracked": torch.zeros((), dtype=torch.long),
-    }
-
-
-def tf_dense_from_conv(arrays: StateDict, scope: str, prefix: str, num_classes: int) -> StateDict:
-    """A TF-slim 1×1 logits convolution (``weights`` [1, 1, C, K], ``biases`` [K]) → ``prefix.{weight,
-    bias}``; K = num_classes + 1 drops TF's background class 0."""
-    w, b = _take(arrays, f"{scope}/weights"), _take(arrays, f"{scope}/biases")
-    w = w.reshape(-1, w.shape[-1]).t()
-    if w.shape[0] == num_classes + 1:
-        w, b = w[1:], b[1:]
-    elif w.shape[0] != num_classes:
-        raise UserError(f"TF-slim weights: {scope} has {w.shape[0]} classes; the model has {num_classes} "
-                        f"(expected {num_classes} or {num_classes + 1} with background)")
-    return {f"{prefix}.weight": w.contiguous(), f"{prefix}.bias": b.contiguous()}
-
-
-def _tf_v3_scopes() -> dict[str, str]:
-    """Our ConvBNAct prefix → TF-slim scope (relative to ``InceptionV3/``) for every conv of v3."""
-    m: dict[str, str] = {
-        "Conv2d_1a_3x3": "Conv2d_1a_3x3", "Conv2d_2a_3x3": "Conv2d_2a_3x3", "Conv2d_2b_3x3": "Conv2d_2b_3x3",
-        "Conv2d_3b_1x1": "Conv2d_3b_1x1", "Conv2d_4a_3x3": "Conv2d_4a_3x3",
-    }
-    for blk in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
-        # TF-slim names Mixed_5c's 5×5 branch differently (Conv2d_0b_1x1, Conv_1_0c_5x5): a known quirk
-        b1 = ("Conv2d_0b_1x1", "Conv_1_0c_5x5") if blk == "Mixed_5c" else ("Conv2d_0a_1x1", "Conv2d_0b_5x5")
-        m.update({f"{blk}.branch1x1": f"{blk}/Branch_0/Conv2d_0a_1x1",
-                  f"{blk}.branch5x5_1": f"{blk}/Branch_1/{b1[0]}",
-                  f"{blk}.branch5x5_2": f"{blk}/Branch_1/{b1[1]}",
-                  f"{blk}.branch3x3dbl_1": f"{blk}/Branch_2/Conv2d_0a_1x1",
-                  f"{blk}.branch3x3dbl_2": f"{blk}/Branch_2/Conv2d_0b_3x3",
-                  f"{blk}.branch3x3dbl_3": f"{blk}/Branch_2/Conv2d_0c_3x3",
-                  f"{blk}.branch_pool": f"{blk}/Branch_3/Conv2d_0b_1x1"})
-    m.update({"Mixed_6a.branch3x3": "Mixed_6a/Branch_0/Conv2d_1a_1x1",
-              "Mixed_6a.branch3x3dbl_1": "Mixed_6a/Branch_1/Conv2d_0a_1x1",
-              "Mixed_6a.branch3x3dbl_2": "Mixed_6a/Branch_1/Conv2d_0b_3x3",
-              "Mixed_6a.branch3x3dbl_3": "Mixed_6a/Branch_1/Conv2d_1a_1x1"})
-    for blk in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
-        m.update({f"{blk}.branch1x1": f"{blk}/Branch_0/Conv2d_0a_1x1",
-                  f"{blk}.branch7x7_1": f"{blk}/Branch_1/Conv2d_0a_1x1",
-                  f"{blk}.branch7x7_2": f"{blk}/Branch_1/Conv2d_0b_1x7",
-                  f"{blk}.branch7x7_3": f"{blk}/Branch_1/Conv2d_0c_7x1",
-                  f"{blk}.branch7x7dbl_1": f"{blk}/Branch_2/Conv2d_0a_1x1",
-                  f"{blk}.branch7x7dbl_2": f"{blk}/Branch_2/Conv2d_0b_7x1",
-                  f"{blk}.branch7x7dbl_3": f"{blk}/Branch_2/Conv2d_0c_1x7",
-                  f"{blk}.branch7x7dbl_4": f"{blk}/Branch_2/Conv2d_0d_7x1",
-                  f"{blk}.branch7x7dbl_5": f"{blk}/Branch_2/Conv2d_0e_1x7",
-                  f"{blk}.branch_pool": f"{blk}/Branch_3/Conv2d_0b_1x1"})
-    m.update({"Mixed_7a.branch3x3_1": "Mixed_7a/Branch_0/Conv2d_0a_1x1",
-              "Mixed_7a.branch3x3_2": "Mixed_7a/Branch_0/Conv2d_1a_3x3",
-              "Mixed_7a.branch7x7x3_1": "Mixed_7a/Branch_1/Conv2d_0a_1x1",
-              "Mixed_7a.branch7x7x3_2": "Mixed_7a/Branch_1/Conv2d_0b_1x7",
-              "Mixed_7a.branch7x7x3_3": "Mixed_7a/Branch_1/Conv2d_0c_7x1",
-              "Mixed_7a.branch7x7x3_4": "Mixed_7a/Branch_1/Conv2d_1a_3x3"})
-    for blk in ("Mixed_7b", "Mixed_7c"):
-        # TF-slim quirk: the 3×1 of Branch_1 is Conv2d_0b_3x1 in Mixed_7b but Conv2d_0c_3x1 in Mixed_7c
-        b1b = "Conv2d_0b_3x1" if blk == "Mixed_7b" else "Conv2d_0c_3x1"
-        m.update({f"{blk}.branch1x1": f"{blk}/Branch_0/Conv2d_0a_1x1",
-                  f"{blk}.branch3x3_1": f"{blk}/Branch_1/Conv2d_0a_1x1",
-                  f"{blk}.branch3x3_2a": f"{blk}/Branch_1/Conv2d_0b_1x3",
-                  f"{blk}.branch3x3_2b": f"{blk}/Branch_1/{b1b}",
-                  f"{blk}.branch3x3dbl_1": f"{blk}/Branch_2/Conv2d_0a_1x1",
-                  f"{blk}.branch3x3dbl_2": f"{blk}/Branch_2/Conv2d_0b_3x3",
-                  f"{blk}.branch3x3dbl_3a": f"{blk}/Branch_2/Conv2d_0c_1x3",
-                  f"{blk}.branch3x3dbl_3b": f"{blk}/Branch_2/Conv2d_0d_3x1",
-                  f"{blk}.branch_pool": f"{blk}/Branch_3/Conv2d_0b_1x1"})
-    m.update({"AuxLogits.conv0": "AuxLogits/Conv2d_1b_1x1", "AuxLogits.conv1": "AuxLogits/Conv2d_2a_5x5"})
-    return m
-
-
-INCEPTION_V3_TF_SCOPES: dict[str, str] = _tf_v3_scopes()
-"""Our ConvBNAct prefix → TF-slim scope under ``InceptionV3/`` (tensorflow/models
-``research/slim/nets/inception_v3.py``). Each scope holds ``weights`` and ``BatchNorm/{beta,
-moving_mean, moving_variance}`` (see :func:`tf_conv_bn`); the classifiers are 1×1 convolutions with
-biases: ``Logits/Conv2d_1c_1x1`` → ``fc`` and ``AuxLogits/Conv2d_2b_1x1`` → ``AuxLogits.fc``, with
-1001 outputs of which class 0 (background) is dropped (see :func:`tf_dense_from_conv`)."""
-
-
-def convert_tf_slim_v3(sd: StateDict, model: nn.Module) -> StateDict:
-    """TF-slim Inception-v3 arrays (an ``.npz`` keyed by variable name) → our state dict.
-
-    Also switches ``model`` to TF "SAME" average pooling (padding excluded from the mean), the
-    semantics those weights were trained with. The auxiliary head is read when the model has one.
-    """
-    arrays = tf_slim_arrays(sd, "InceptionV3")
-    has_aux = getattr(model, "AuxLogits", None) is not None
-    num_classes = model.fc.out_features
-    out: StateDict = {}
-    for prefix, scope in INCEPTION_V3_TF_SCOPES.items():
-        if prefix.startswith("AuxLogits.") and not has_aux:
-            continue
-        out.update(tf_conv_bn(arrays, scope, prefix))
-    out.update(tf_dense_from_conv(arrays, "Logits/Conv2d_1c_1x1", "fc", num_classes))
-    if has_aux:
-        out.update(tf_dense_from_conv(arrays, "AuxLogits/Conv2d_2b_1x1", "AuxLogits.fc", num_classes))
-    set_tf_avg_pool(model, True)
-    return out
-
-
-def _is_tf_slim_v3(sd: StateDict) -> bool:
-    return any(re.match(r"^(InceptionV3/)?Conv2d_1a_3x3/weights(:0)?$", k) for k in sd)
-
-
-register_converter(Converter(source="tf-slim", model_prefix="inception_v3", detect=_is_tf_slim_v3,
-                             convert=convert_tf_slim_v3, normalization=(INCEPTION_MEAN, INCEPTION_STD)))
-
-
-def tf_slim_from_model(model: InceptionV3, background: bool = True) -> dict[str, torch.Tensor]:
-    """The inverse mapping: our weights as TF-slim-named arrays (``InceptionV3/...``), with an added
-    zero background class when ``background``. Used by tests and to export to TF tooling.
-    BN γ is not exported (TF-slim's ``scale=False``): only models with γ = 1 round-trip exactly."""
-    sd = model.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    for prefix, scope in INCEPTION_V3_TF_SCOPES.items():
-        if f"{prefix}.conv.weight" not in sd:
-            continue
-        out[f"InceptionV3/{scope}/weights"] = sd[f"{prefix}.conv.weight"].permute(2, 3, 1, 0).contiguous()
-        out[f"InceptionV3/{scope}/BatchNorm/beta"] = sd[f"{prefix}.bn.bias"]
-        out[f"InceptionV3/{scope}/BatchNorm/moving_mean"] = sd[f"{prefix}.bn.running_mean"]
-        out[f"InceptionV3/{scope}/BatchNorm/moving_variance"] = sd[f"{prefix}.bn.running_var"]
-    heads: Iterable[tuple[str, str]] = [("fc", "Logits/Conv2d_1c_1x1")]
-    if "AuxLogits.fc.weight" in sd:
-        heads = [*heads, ("AuxLogits.fc", "AuxLogits/Conv2d_2b_1x1")]
-    for prefix, scope in heads:
-        w, b = sd[f"{prefix}.weight"], sd[f"{prefix}.bias"]
-        if background:
-            w = torch.cat([torch.zeros(1, w.shape[1]), w])
-            b = torch.cat([torch.zeros(1), b])
-        out[f"InceptionV3/{scope}/weights"] = w.t().reshape(1, 1, w.shape[1], w.shape[0]).contiguous()
-        out[f"InceptionV3/{scope}/biases"] = b.contiguous()
-    return out
 

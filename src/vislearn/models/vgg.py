@@ -7,7 +7,7 @@ a weights file the layers keep torchvision's random initialisation. ``forward_fe
 the five taps the perceptual-metric literature uses (LPIPS, Chinen et al. 2018): the outputs of
 relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3, at strides 1, 2, 4, 8 and 16.
 
-Used by :mod:`vislearn.metrics.perceptual` (Chinen et al., arXiv 1808.00447: "a full reference,
+Used by :mod:`vislearn.models.perceptual` (Chinen et al., arXiv 1808.00447: "a full reference,
 perceptual image metric based on VGG-16").
 """
 

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vislearn.data.collate import detection_collate
 from vislearn.detection.boxes import sanitize_boxes
 from vislearn.detection.coding import fit_coder_stats
 from vislearn.detection.matching import match_batch
@@ -113,7 +114,7 @@ def _coco_split(root: Path, split: str) -> Dataset:
 def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, Dataset, list[str]]:
     """(train, eval, class names) for the config's dataset, resized to ``cfg.image_size``."""
     if cfg.dataset == "shapes":
-        from vislearn.data.embedded import shapes_detection
+        from vislearn.data.shapes_detection import shapes_detection
 
         kw = dict(image_size=cfg.image_size, num_categories=cfg.num_categories, max_objects=cfg.max_objects,
                   seed=cfg.data_seed)
@@ -215,12 +216,6 @@ def build_model(cfg: MultiBoxConfig) -> nn.Module:
                         backbone_weights=cfg.backbone_weights or None)
 
 
-def _collate(batch):
-    from vislearn.data.embedded import detection_collate
-
-    return detection_collate(batch)
-
-
 @register_recipe("multibox")
 class MultiBoxRecipe(Recipe):
     """MSC-MultiBox class-agnostic proposals (Szegedy et al. 2014) on shapes scenes, VOC or COCO."""
@@ -251,7 +246,7 @@ class MultiBoxRecipe(Recipe):
                             iou_threshold=cfg.iou_threshold, missing_label_weight=cfg.missing_label_weight,
                             missing_label_iou=cfg.missing_label_iou)
         evaluate = functools.partial(evaluate_proposals, top_k=cfg.eval_top_k, nms_iou=cfg.nms_iou)
-        return Task(MultiBoxModule(model, loss), train, test, evaluate=evaluate, collate_fn=_collate)
+        return Task(MultiBoxModule(model, loss), train, test, evaluate=evaluate, collate_fn=detection_collate)
 
 
 class PostClassifierModule(nn.Module):
@@ -302,5 +297,5 @@ def train_post_classifier(proposal_model: nn.Module, train_set: Dataset, num_cla
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, optimizer="adamw", weight_decay=1e-4,
                       schedule="cosine", log_every=max(1, steps), seed=seed)
     module = PostClassifierModule(clf, num_proposals=num_proposals)
-    Trainer(cfg, Task(module, train_set, collate_fn=_collate), out_dir=None, progress=False).fit()
+    Trainer(cfg, Task(module, train_set, collate_fn=detection_collate), out_dir=None, progress=False).fit()
     return clf.eval()

@@ -15,9 +15,10 @@ Presets:
   does not state in the text we have are marked "unverified" below.
 
 Sampling: ``samples_per_class > 0`` makes each dataset item a group of that many images of one
-class (P×K sampling, which in-batch triplet mining needs); ``batch_size`` then counts *groups*
-(images per step = ``batch_size × samples_per_class``). ``0`` samples images uniformly (the paper's
-setting for Proxy-NCA, whose negatives are proxies rather than other samples).
+class (P×K sampling with :class:`vislearn.data.samplers.ClassGroups`, which in-batch triplet mining
+needs); ``batch_size`` then counts *groups* (images per step = ``batch_size × samples_per_class``).
+``0`` samples images uniformly (the paper's setting for Proxy-NCA, whose negatives are proxies
+rather than other samples).
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from vislearn.data.collate import group_collate
+from vislearn.data.samplers import ClassGroups
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
 
-__all__ = ["ClassGroups", "MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
-           "group_collate", "metric_learning_datasets"]
+__all__ = ["MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
+           "metric_learning_datasets"]
 
 
 class MetricLearningModule(nn.Module):
@@ -72,51 +75,6 @@ def evaluate_retrieval(module: nn.Module, loader: DataLoader, ks: tuple[int, ...
     model = getattr(module, "model", module)
     x, y = embed(model, loader)
     return retrieval_metrics(x, y, ks, with_nmi=with_nmi)
-
-
-class ClassGroups(Dataset):
-    """Items are groups of ``k`` distinct images of one class (P×K sampling through any sampler).
-
-    Each class contributes ``count // k`` groups; the ``k`` images of a group are drawn at random
-    (torch's global generator, which the engine seeds and checkpoints) from that class every time the
-    item is read. Use :func:`group_collate` to flatten a batch of groups.
-    """
-
-    def __init__(self, base: Dataset, k: int, targets: torch.Tensor | None = None) -> None:
-        if not isinstance(k, int) or k < 2:
-            raise UserError(f"samples_per_class must be an int >= 2 for grouped sampling, got {k!r}")
-        t = torch.as_tensor(targets if targets is not None else base.targets)
-        self.base, self.k = base, k
-        self.members: list[torch.Tensor] = []
-        group_class: list[int] = []
-        for c in torch.unique(t).tolist():
-            idx = (t == c).nonzero().squeeze(1)
-            if len(idx) >= k:
-                self.members.append(idx)
-                group_class += [len(self.members) - 1] * (len(idx) // k)
-        if not group_class:
-            raise UserError(f"no class has {k} samples for grouped sampling")
-        self.group_class = group_class
-
-    def __len__(self) -> int:
-        return len(self.group_class)
-
-    def __getitem__(self, i: int):
-        idx = self.members[self.group_class[i]]
-        pick = idx[torch.randperm(len(idx))[: self.k]]
-        items = [self.base[int(j)] for j in pick]
-        return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
-
-
-def group_collate(batch):
-    """Flatten a list of ``(images k×C×H×W, labels k)`` groups into one batch.
-
-    Single ``(image C×H×W, label)`` items (the evaluation loader's) are stacked as usual.
-    """
-    xs, ys = [x for x, _ in batch], [torch.as_tensor(y) for _, y in batch]
-    if xs[0].dim() == 4:
-        return torch.cat(xs), torch.cat(ys)
-    return torch.stack(xs), torch.stack(ys)
 
 
 @dataclass

@@ -59,7 +59,7 @@ CRITERION = (
 def _run(ctx: ReproContext, recipe_name: str, overrides: dict[str, Any], steps: int, seed: int,
          probe: torch.Tensor | None = None) -> dict[str, Any]:
     """Train one configuration with the recipe's ``quick`` preset; training curve and death statistics."""
-    from vislearn.models.inception_v4 import count_macs
+    from vislearn.nn.profile import count_macs
     from vislearn.recipes import get_recipe
     from vislearn.train.engine import Trainer
 

@@ -44,7 +44,8 @@ CONDITIONS = {
 def architecture_table() -> dict:
     """Parameters and multiply-adds at 299 px: ours, timm's (same counter), the paper's statements."""
     from vislearn.models import create_model
-    from vislearn.models.inception_v3 import InceptionV3, count_macs
+    from vislearn.models.inception_v3 import InceptionV3
+    from vislearn.nn.profile import count_macs
 
     ours = {aux: sum(p.numel() for p in create_model("inception_v3", aux_logits=aux).parameters())
             for aux in (False, True)}

@@ -29,10 +29,10 @@ NS = (1, 2, 5, 10, 20, 50, 100)
 
 
 def _eval_data(ds, batch=50):
-    from vislearn.recipes.multibox import _collate
+    from vislearn.data.collate import detection_collate
 
     images, gts, labels = [], [], []
-    for x, t in DataLoader(ds, batch_size=batch, collate_fn=_collate):
+    for x, t in DataLoader(ds, batch_size=batch, collate_fn=detection_collate):
         images.append(x)
         gts += [g["boxes"].reshape(-1, 4).float() for g in t]
         labels += [g["labels"].reshape(-1) for g in t]

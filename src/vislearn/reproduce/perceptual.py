@@ -4,7 +4,7 @@ Three parts, on scikit-image's photos (short side 128 px) with the six distortio
 
 (a) Fitting recovers a known ground truth. Judgments (MOS with 1 % rating noise, and 2AFC
     fractions) are generated from a hidden sparse non-negative weighting of the metric's own
-    features; the metric is fitted (:func:`vislearn.metrics.perceptual.fit`, held-out photos,
+    features; the metric is fitted (:func:`vislearn.recipes.perceptual.fit`, held-out photos,
     early stopping) and scored on the held-out photos. This checks the fitting machinery the paper
     used to fit VGG-16 features to 140k human ratings, not the ratings themselves (we have none).
 (b) Level ordering: the metric as shipped (all-ones channel weights) ranks every distortion's five
@@ -53,19 +53,15 @@ def run(ctx: ReproContext) -> Outcome:
     from vislearn.data.distortions import DISTORTIONS
     from vislearn.data.embedded import DEFAULT_PHOTOS, photos
     from vislearn.metrics.iqa import srocc
-    from vislearn.metrics.perceptual import (
-        create_metric,
-        fit,
-        overlay_map,
-        region_ablation,
-        sensitivity_map,
-        split_by_group,
-    )
+    from vislearn.metrics.perceptual import create_metric
+    from vislearn.metrics.perceptual_maps import overlay_map, region_ablation, sensitivity_map
     from vislearn.recipes.perceptual import (
         backbone_weights_path,
         distorted_photo_features,
+        fit,
         hidden_weighting,
         judgments_from_features,
+        split_by_group,
     )
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,0 +1,27 @@
+"""Collate functions: how a list of dataset items becomes one batch."""
+
+from __future__ import annotations
+
+import torch
+
+from vislearn.errors import UserError
+
+__all__ = ["detection_collate", "group_collate"]
+
+
+def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
+    """Stack same-sized images into N×3×H×W and keep the per-image target dicts in a list."""
+    if not batch:
+        raise UserError("detection_collate got an empty batch")
+    return torch.stack([im for im, _ in batch]), [t for _, t in batch]
+
+
+def group_collate(batch):
+    """Flatten a list of ``(images k×C×H×W, labels k)`` groups into one batch.
+
+    Single ``(image C×H×W, label)`` items (the evaluation loader's) are stacked as usual.
+    """
+    xs, ys = [x for x, _ in batch], [torch.as_tensor(y) for _, y in batch]
+    if xs[0].dim() == 4:
+        return torch.cat(xs), torch.cat(ys)
+    return torch.stack(xs), torch.stack(ys)
