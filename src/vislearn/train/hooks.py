@@ -6,7 +6,8 @@ gradient-accumulation cycle), after the optimizer and the evaluation EMA have st
 1. ``after_optimizer_step(module, step)`` with the unwrapped training module (not the DDP or
    compiled wrapper) and ``step`` = optimizer steps done (1 after the first): update an EMA teacher,
    a temperature, a DINO center, record activations;
-2. after logging and any evaluation due at that step, ``should_stop(step, metrics)``; ``True`` from
+2. after logging and any evaluation due at that step, ``should_stop(step, metrics)`` (not asked at
+   the last step, which ends training anyway); ``True`` from
    any hook (on any process) ends training cleanly: final evaluation, checkpoint and export as at
    the normal end, and ``TrainResult.stopped_early``. ``metrics`` holds the step's training scalars
    (``"loss"``, ``"lr"``, ...) and, when an evaluation ran at this step, its results as
