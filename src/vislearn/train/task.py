@@ -23,9 +23,9 @@ class Task:
             Parameters of losses (Proxy-NCA's proxies) belong inside it so DDP synchronises them.
         train_set: map-style dataset of training samples.
         eval_set: optional evaluation dataset.
-        evaluate: ``evaluate(model, loader) -> {name: float}`` with :meth:`model_of` the module
-            (the EMA copy's when the EMA weights are evaluated), called in eval mode under
-            ``torch.no_grad`` on the main process.
+        evaluate: ``evaluate(model, loader) -> {name: float}``, given ``model`` (below; the EMA
+            copy's when the EMA weights are evaluated) in eval mode under ``torch.no_grad``, on
+            the main process.
         param_groups: optimizer groups over ``module``'s parameters (each may carry ``lr_mult``);
             default: one group of all parameters.
         collate_fn: collate for both loaders (default: torch's).
