@@ -38,10 +38,10 @@ class Module(nn.Module):
         return {"loss": loss}
 
 
-def evaluate(module, loader):
+def evaluate(model, loader):
     correct = total = 0
     for x, y in loader:
-        correct += int((module.model(x).argmax(1) == y).sum())
+        correct += int((model(x).argmax(1) == y).sum())
         total += len(y)
     return {"top1": correct / total}
 
@@ -55,7 +55,8 @@ def config(steps: int = 120, **kw) -> TrainConfig:
 
 def task() -> Task:
     seed_everything(3)
-    return Task(Module(), digits("train", transform=noisy), digits("test"), evaluate=evaluate)
+    module = Module()
+    return Task(module, digits("train", transform=noisy), digits("test"), evaluate=evaluate, model=module.model)
 
 
 def main(argv: list[str]) -> None:

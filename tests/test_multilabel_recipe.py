@@ -40,7 +40,7 @@ def test_evaluate_matches_topk_scores_on_model_outputs():
     module = task.module.eval()
     loader = DataLoader(task.eval_set, batch_size=5)
     with torch.no_grad():
-        ours = evaluate_multilabel(module, loader, k=2)
+        ours = evaluate_multilabel(module.model, loader, k=2)
         scores = module.model(task.eval_set.images)
     assert ours == topk_scores(scores, task.eval_set.targets, k=2)
 

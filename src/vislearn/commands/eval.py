@@ -26,11 +26,12 @@ def run(args) -> int:
     task = recipe.build(cfg, args.data)
     if task.evaluate is None or task.eval_set is None:
         raise UserError(f"recipe {args.recipe!r} has no evaluation")
-    model = (task.inference_model or (lambda m: getattr(m, "model", m)))(task.module)
+    model = task.model_of(task.module)
     load_weights(model, args.weights, model_name=getattr(model, "model_name", ""))
     task.module.eval()
+    model.eval()
     loader = DataLoader(task.eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size,
                         collate_fn=task.collate_fn)
     with torch.no_grad():
-        print(json.dumps({k: float(v) for k, v in task.evaluate(task.module, loader).items()}))
+        print(json.dumps({k: float(v) for k, v in task.evaluate(model, loader).items()}))
     return 0

@@ -131,4 +131,4 @@ class BatchNormRecipe(Recipe):
             steps_per_epoch = max(1, len(train) // cfg.batch_size)
             cfg.decay_every = max(1, round(cfg.decay_every_epochs * steps_per_epoch))
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,
-                    evaluate=evaluate_classifier)
+                    evaluate=evaluate_classifier, model=model)

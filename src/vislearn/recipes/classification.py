@@ -47,9 +47,8 @@ class ClassifierModule(nn.Module):
         return {"loss": loss, **logs}
 
 
-def evaluate_classifier(module: nn.Module, loader: DataLoader) -> dict[str, float]:
+def evaluate_classifier(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     """Top-1/top-5 accuracy, mean cross-entropy and expected calibration error (15 bins)."""
-    model = getattr(module, "model", module)
     device = next(model.parameters()).device
     logits, labels = [], []
     for x, y in loader:
@@ -132,4 +131,4 @@ class ClassifyRecipe(Recipe):
         kwargs = {"image_size": cfg.image_size} if cfg.model == "mlp" else {}
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,
-                    evaluate=evaluate_classifier)
+                    evaluate=evaluate_classifier, model=model)

@@ -170,5 +170,5 @@ class InceptionV3Recipe(Recipe):
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = 1.0 - cfg.bn_decay
         module = ClassifierModule(model, cfg.label_smoothing, aux_weight)
-        return Task(module, train, test, evaluate=evaluate_classifier,
+        return Task(module, train, test, evaluate=evaluate_classifier, model=model,
                     param_groups=inception_param_groups(module, cfg.weight_decay))

@@ -188,10 +188,9 @@ class MultiBoxModule(nn.Module):
         return self.loss(out["loc"].float(), out["logits"].float(), self.model.priors, gts, self.model.coder)
 
 
-def evaluate_proposals(module: nn.Module, loader: DataLoader, top_k: int = 100, nms_iou: float = 0.5,
+def evaluate_proposals(model: nn.Module, loader: DataLoader, top_k: int = 100, nms_iou: float = 0.5,
                        num_proposals: tuple[int, ...] = (10, 100)) -> dict[str, float]:
     """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 over the loader."""
-    model = getattr(module, "model", module)
     device = model.priors.device
     boxes, scores, gts = [], [], []
     for images, targets in loader:
@@ -246,7 +245,8 @@ class MultiBoxRecipe(Recipe):
                             iou_threshold=cfg.iou_threshold, missing_label_weight=cfg.missing_label_weight,
                             missing_label_iou=cfg.missing_label_iou)
         evaluate = functools.partial(evaluate_proposals, top_k=cfg.eval_top_k, nms_iou=cfg.nms_iou)
-        return Task(MultiBoxModule(model, loss), train, test, evaluate=evaluate, collate_fn=detection_collate)
+        return Task(MultiBoxModule(model, loss), train, test, evaluate=evaluate, collate_fn=detection_collate,
+                    model=model)
 
 
 class PostClassifierModule(nn.Module):

@@ -94,9 +94,8 @@ def build_multilabel_loss(name: str, num_labels: int, margin: float = 1.0, max_t
     raise UserError(f"unknown multilabel loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
-def evaluate_multilabel(module: nn.Module, loader: DataLoader, k: int = 3) -> dict[str, float]:
+def evaluate_multilabel(model: nn.Module, loader: DataLoader, k: int = 3) -> dict[str, float]:
     """Top-k annotation metrics (per-class/overall precision and recall, N+, mAP) over ``loader``."""
-    model = getattr(module, "model", module)
     device = next(model.parameters()).device
     metric = MultilabelTopK(k)
     for x, y in loader:
@@ -180,5 +179,5 @@ class MultilabelRecipe(Recipe):
         model = create_model(cfg.model, num_classes=len(classes), label_names=classes, image_size=cfg.image_size,
                              width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
         loss = build_multilabel_loss(cfg.loss, len(classes), cfg.margin, cfg.max_trials or None)
-        return Task(MultilabelModule(model, loss), train, test, evaluate=functools.partial(evaluate_multilabel,
-                                                                                          k=cfg.k))
+        return Task(MultilabelModule(model, loss), train, test, model=model,
+                    evaluate=functools.partial(evaluate_multilabel, k=cfg.k))

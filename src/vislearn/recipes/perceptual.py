@@ -490,11 +490,11 @@ class PerceptualRecipe(Recipe):
         module = HeadFitModule(metric.head, pf.kind, train)
         module.remember_if_best(module.held_out(held)["loss"])
 
-        def evaluate(mod: HeadFitModule, loader: Any) -> dict[str, float]:
-            r = mod.held_out(held)
-            mod.remember_if_best(r["loss"])
-            return {**r, "best_loss": mod.best_loss}
+        def evaluate(head: Any, loader: Any) -> dict[str, float]:
+            r = module.held_out(held)
+            module.remember_if_best(r["loss"])
+            module.export_head(head)  # the exported model: the best held-out state so far
+            return {**r, "best_loss": module.best_loss}
 
         return Task(module=module, train_set=TensorDataset(*train.tensors()),
-                    eval_set=TensorDataset(*held.tensors()), evaluate=evaluate,
-                    inference_model=lambda m: m.export_head())
+                    eval_set=TensorDataset(*held.tensors()), evaluate=evaluate, model=metric.head)

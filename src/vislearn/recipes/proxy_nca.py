@@ -67,12 +67,11 @@ def embed(model: nn.Module, loader: DataLoader, normalize: bool = True) -> tuple
     return torch.cat(xs), torch.cat(ys)
 
 
-def evaluate_retrieval(module: nn.Module, loader: DataLoader, ks: tuple[int, ...] = (1, 2, 4, 8),
+def evaluate_retrieval(model: nn.Module, loader: DataLoader, ks: tuple[int, ...] = (1, 2, 4, 8),
                        with_nmi: bool = False) -> dict[str, float]:
     """Zero-shot retrieval on ``loader``'s (held-out) classes with normalised embeddings."""
     from vislearn.metrics.retrieval import retrieval_metrics
 
-    model = getattr(module, "model", module)
     x, y = embed(model, loader)
     return retrieval_metrics(x, y, ks, with_nmi=with_nmi)
 
@@ -150,7 +149,7 @@ def build_task(cfg: ProxyNCAConfig, train: Any, test: Any) -> Task:
     def evaluate(m: nn.Module, loader: DataLoader) -> dict[str, float]:
         return evaluate_retrieval(m, loader, ks, with_nmi=cfg.eval_nmi)
 
-    return Task(module, train, test, evaluate=evaluate, param_groups=groups, collate_fn=collate)
+    return Task(module, train, test, evaluate=evaluate, param_groups=groups, collate_fn=collate, model=model)
 
 
 @register_recipe("proxy_nca")

@@ -1,5 +1,6 @@
-"""Training: the one engine, optimizers, schedules, checkpoints and distributed helpers."""
+"""Training: the one engine, hooks, the EMA, optimizers, schedules, checkpoints and distributed helpers."""
 
+from vislearn.train.ema import ModelEMA
 from vislearn.train.engine import (
     Task,
     TrainConfig,
@@ -9,5 +10,7 @@ from vislearn.train.engine import (
     move_to,
     seed_everything,
 )
+from vislearn.train.hooks import Hook
 
-__all__ = ["Task", "TrainConfig", "Trainer", "TrainResult", "autocast_context", "move_to", "seed_everything"]
+__all__ = ["Hook", "ModelEMA", "Task", "TrainConfig", "Trainer", "TrainResult", "autocast_context", "move_to",
+           "seed_everything"]

@@ -1,30 +1,37 @@
 """The one training loop every recipe uses.
 
 A recipe hands the engine a :class:`Task`: a training module whose ``forward(batch)`` returns a dict
-with a scalar ``"loss"`` (and any other scalars to log), the datasets, and an ``evaluate`` function.
-The engine owns everything else: device, ``torchrun``/DDP, sampling and data order, mixed
-precision, gradient clipping, the EMA of weights, the learning-rate schedule, evaluation, logging,
-checkpoints and exact resumption.
+with a scalar ``"loss"`` (and any other scalars to log), the datasets, the model inside the module
+that is evaluated and exported, an ``evaluate`` function and per-step hooks. The engine owns
+everything else: device, ``torchrun``/DDP, sampling and data order, gradient accumulation, mixed
+precision, ``torch.compile``, gradient clipping, the EMA of weights, the learning-rate schedule,
+evaluation, logging, checkpoints and exact resumption.
 
-The step, on one screen (see :meth:`Trainer._train_step`)::
+The step, on one screen (see :meth:`Trainer.train_step`; ``A = grad_accum_steps``)::
 
     lr = base_lr · lr_factor(step) · group.lr_mult
-    with autocast(precision): out = module(batch)            # DDP all-reduces gradients
-    scaler.scale(out["loss"]).backward(); unscale; clip_grad_norm_(clip_grad)
-    scaler.step(optimizer); scaler.update(); optimizer.zero_grad()
-    ema.update_parameters(module)
+    for each of the A micro-batches of batch_size / (world_size · A) samples:
+        with ddp.no_sync() unless last, autocast(precision): out = module(micro_batch)
+        scaler.scale(out["loss"] / A).backward()             # DDP all-reduces after the last one
+    unscale; clip_grad_norm_(clip_grad); scaler.step(optimizer); scaler.update(); optimizer.zero_grad()
+    ema.update(module)
+    then (Trainer._after_step): hook.after_optimizer_step(module, step); log; evaluate; should_stop; checkpoint
 
-Data order is a pure function of ``(seed, epoch)`` (``DistributedSampler``), and checkpoints record
-the position inside the epoch and every process's RNG states, so a run killed at any point (even by
-SIGKILL) and resumed with ``resume=True`` ends with the same weights as an uninterrupted run. The
-global batch ``batch_size`` is split evenly across processes: with a mean-reduced loss and no
-per-replica statistics (or SyncBatchNorm), N processes follow the 1-process loss curve.
+Data order is a pure function of ``(seed, epoch)`` (``DistributedSampler``) and does not depend on
+``A``: an optimizer step consumes the same ``batch_size`` samples whether they come as one batch or
+as ``A`` micro-batches. Checkpoints are written at optimizer-step boundaries and record the position
+inside the epoch and every process's RNG states, so a run killed at any point (even by SIGKILL, even
+inside an accumulation cycle) and resumed with ``resume=True`` ends with the same weights as an
+uninterrupted run. The global batch ``batch_size`` is split evenly across processes: with a
+mean-reduced loss and no per-replica statistics (or SyncBatchNorm), N processes follow the
+1-process loss curve, and ``A`` micro-batches follow the one-batch curve.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -32,27 +39,34 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from vislearn.errors import UserError
 from vislearn.train import checkpoint as ckpt
+from vislearn.train.device import autocast_context, move_to, resolve_device
 from vislearn.train.distributed import (
-    DistInfo,
     all_gather_objects,
     all_reduce_mean,
     barrier,
     init_distributed,
 )
+from vislearn.train.ema import ModelEMA
+from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
 from vislearn.train.optim import build_optimizer
+from vislearn.train.rng import rng_state, set_rng_state
 from vislearn.train.schedules import lr_factor
+from vislearn.train.task import Task, TrainResult
+
+__all__ = ["Task", "TrainConfig", "TrainResult", "Trainer", "autocast_context", "move_to", "resolve_device",
+           "seed_everything"]
 
 
 @dataclass
@@ -60,7 +74,8 @@ class TrainConfig:
     """Engine settings shared by every recipe (a recipe's config dataclass inherits these)."""
 
     steps: int = 1000  # optimizer steps in total
-    batch_size: int = 64  # global batch, split evenly over processes
+    batch_size: int = 64  # global batch per optimizer step, split evenly over processes and micro-batches
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
     lr: float = 0.1
     optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop | rmsprop_tf
     momentum: float = 0.0
@@ -79,6 +94,8 @@ class TrainConfig:
     ema_eval: bool = True  # evaluate the EMA weights when an EMA is kept
     precision: str = "fp32"  # fp32 | bf16 (CPU and CUDA autocast) | fp16 (CUDA, with a GradScaler)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training module's forward
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager"/"eager" compile fast)
     sync_bn: bool = False
     eval_every: int = 0  # steps between evaluations; 0: only at the end
     ckpt_every: int = 0  # steps between checkpoints; 0: only at the end (and on SIGTERM/SIGINT)
@@ -90,119 +107,10 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0: the training batch size
 
 
-@dataclass
-class Task:
-    """What a recipe gives the engine.
-
-    Attributes:
-        module: training module; ``module(batch)`` returns ``{"loss": scalar, ...scalars}``.
-            Parameters of losses (Proxy-NCA's proxies) belong inside it so DDP synchronises them.
-        train_set: map-style dataset of training samples.
-        eval_set: optional evaluation dataset.
-        evaluate: ``evaluate(module, loader) -> {name: float}``, called in eval mode under
-            ``torch.no_grad`` on the main process (with the EMA weights when they are kept).
-        param_groups: optimizer groups over ``module``'s parameters (each may carry ``lr_mult``);
-            default: one group of all parameters.
-        collate_fn: collate for both loaders (default: torch's).
-        inference_model: picks the model to export from the module (default: ``module.model`` if
-            present, else ``module``); it is saved as ``model.safetensors`` at the end.
-    """
-
-    module: nn.Module
-    train_set: Dataset
-    eval_set: Dataset | None = None
-    evaluate: Callable[[nn.Module, DataLoader], dict[str, float]] | None = None
-    param_groups: list[dict[str, Any]] | None = None
-    collate_fn: Callable | None = None
-    inference_model: Callable[[nn.Module], nn.Module] | None = None
-
-
-@dataclass
-class TrainResult:
-    """What :meth:`Trainer.fit` returns: the history of logged/evaluated metrics and where files went."""
-
-    step: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    interrupted: bool = False
-    out_dir: Path | None = None
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("device 'cuda' requested but CUDA is not available")
-        if info.enabled:
-            return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
-def move_to(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move tensors in nested tuples/lists/dicts to ``device`` (4-D float ones to channels_last if asked)."""
-    if isinstance(batch, torch.Tensor):
-        t = batch.to(device, non_blocking=True)
-        if channels_last and t.dim() == 4 and t.is_floating_point():
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
-    if isinstance(batch, (list, tuple)):
-        moved = [move_to(b, device, channels_last) for b in batch]
-        return type(batch)(moved) if not hasattr(batch, "_fields") else type(batch)(*moved)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device, channels_last) for k, v in batch.items()}
-    return batch
-
-
-def autocast_context(precision: str, device: torch.device):
-    """bf16 autocast on CPU or CUDA, fp16 on CUDA, nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UserError("precision fp16 needs CUDA; use bf16 on CPU")
-        return torch.autocast("cuda", dtype=torch.float16)
-    raise UserError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
-        "python": torch.from_numpy(
-            np.frombuffer(json.dumps(_py_state()).encode(), dtype=np.uint8).copy()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _np_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _py_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = json.loads(bytes(state["numpy"].numpy()).decode())
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = json.loads(bytes(state["python"].numpy()).decode())
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 class _MetricsWriter:
@@ -244,7 +152,8 @@ class Trainer:
             everything in memory (reproductions that run many short trainings).
         resume: continue from the newest checkpoint in ``out_dir`` (an error if there is none).
         progress: draw a tqdm bar on the main process when stderr is a terminal.
-        callbacks: ``fn(trainer, step)`` after each optimizer step (e.g. recording activations).
+        callbacks: ``fn(trainer, step)`` after each optimizer step (e.g. recording activations); a
+            shorthand for ``Task.hooks`` (each becomes a :class:`~vislearn.train.hooks.CallbackHook`).
         config_record: the recipe's full config, stored in checkpoints and compared on resume.
     """
 
@@ -254,7 +163,8 @@ class Trainer:
                  config_record: dict[str, Any] | None = None) -> None:
         self.cfg, self.task = cfg, task
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.resume, self.callbacks = resume, list(callbacks or [])
+        self.resume = resume
+        self.hooks: list[Hook] = [*task.hooks, *(CallbackHook(fn, self) for fn in callbacks or [])]
         self.config_record = config_record or dataclasses.asdict(cfg)
         self._validate()
         probe = "cuda" if (cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda")) \
@@ -262,13 +172,17 @@ class Trainer:
         self.dist = init_distributed(probe)
         self.device = resolve_device(cfg.device, self.dist)
         self.progress = progress and self.dist.is_main and sys.stderr.isatty()
-        if cfg.batch_size % self.dist.world_size:
-            raise UserError(f"batch_size {cfg.batch_size} is not divisible by {self.dist.world_size} processes")
-        self.local_batch = cfg.batch_size // self.dist.world_size
+        split = self.dist.world_size * cfg.grad_accum_steps
+        if cfg.batch_size % split:
+            raise UserError(f"batch_size {cfg.batch_size} is not divisible by {self.dist.world_size} processes × "
+                            f"grad_accum_steps {cfg.grad_accum_steps}")
+        self.local_batch = cfg.batch_size // self.dist.world_size  # per process and optimizer step
+        self.micro_batch = self.local_batch // cfg.grad_accum_steps
         self.step = 0
         self.epoch = 0
-        self.batch_in_epoch = 0
+        self.batch_in_epoch = 0  # optimizer steps done in the current epoch
         self.history: list[dict[str, Any]] = []
+        self.stopped_early = False
         self._stop_signal: int | None = None
         self._setup()
 
@@ -279,6 +193,8 @@ class Trainer:
             raise UserError(f"steps must be >= 0, got {c.steps}")
         if c.batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {c.batch_size}")
+        if c.grad_accum_steps < 1:
+            raise UserError(f"grad_accum_steps must be >= 1, got {c.grad_accum_steps}")
         if not 0 <= c.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1), got {c.ema_decay}")
         if c.precision not in ("fp32", "bf16", "fp16"):
@@ -286,6 +202,8 @@ class Trainer:
         if len(self.task.train_set) < c.batch_size:
             raise UserError(f"the training set has {len(self.task.train_set)} samples, fewer than one "
                             f"batch of {c.batch_size}")
+        if c.ema_decay > 0 and self.task.model_path() is None:
+            raise UserError("Task.model must be a submodule of Task.module when an EMA is kept (ema_decay > 0)")
 
     def _setup(self) -> None:
         c = self.cfg
@@ -301,19 +219,17 @@ class Trainer:
             c.optimizer, groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
             betas=(0.9, c.adam_beta2), eps=None if c.optimizer_eps < 0 else c.optimizer_eps,
             rmsprop_decay=c.rmsprop_decay, nesterov=c.nesterov)
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-        else:
-            self.wrapped = module
+            self.ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        wrapped: nn.Module = self.ddp if self.ddp is not None else module
+        # Only the training forward is compiled; evaluation and export use the plain module.
+        self.wrapped = torch.compile(wrapped, backend=c.compile_backend) if c.compile else wrapped
         if c.precision == "fp16" and self.device.type != "cuda":
             raise UserError("precision fp16 needs CUDA; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
-        self.ema = None
-        if c.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True)
+        self.ema = ModelEMA(module, c.ema_decay) if c.ema_decay > 0 else None
         self.sampler = DistributedSampler(self.task.train_set, num_replicas=self.dist.world_size,
                                           rank=self.dist.rank, shuffle=True, seed=c.seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // self.local_batch
@@ -343,13 +259,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]
         if len(rngs) == self.dist.world_size:
-            _set_rng_state(rngs[self.dist.rank])
+            set_rng_state(rngs[self.dist.rank])
         t = data["trainer"]
         self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
         self.history = t.get("history", [])
 
     def save_checkpoint(self) -> None:
-        rngs = all_gather_objects(_rng_state(), self.dist)
+        rngs = all_gather_objects(rng_state(), self.dist)
         if not self.dist.is_main or self.out_dir is None:
             barrier(self.dist)
             return
@@ -364,16 +280,24 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- data
     def _epoch_loader(self) -> DataLoader:
+        """The rest of the epoch as micro-batches: each step's ``local_batch`` indices, cut in ``A`` pieces."""
         self.sampler.set_epoch(self.epoch)
         indices = list(self.sampler)
-        b = self.local_batch
-        batches = [indices[i * b:(i + 1) * b] for i in range(self.batch_in_epoch, self.steps_per_epoch)]
+        b, m = self.local_batch, self.micro_batch
+        micro = [indices[i * b + j * m:i * b + (j + 1) * m]
+                 for i in range(self.batch_in_epoch, self.steps_per_epoch) for j in range(b // m)]
         # A dedicated generator: creating the iterator must not consume the global RNG, or a run
         # resumed mid-epoch would draw different augmentations from an uninterrupted one.
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
-        return DataLoader(self.task.train_set, batch_sampler=batches, num_workers=self.cfg.num_workers,
+        return DataLoader(self.task.train_set, batch_sampler=micro, num_workers=self.cfg.num_workers,
                           collate_fn=self.task.collate_fn, pin_memory=self.device.type == "cuda",
                           generator=gen)
+
+    def _epoch_steps(self) -> Iterator[list[Any]]:
+        """The rest of the epoch, one list of ``grad_accum_steps`` micro-batches per optimizer step."""
+        it = iter(self._epoch_loader())
+        while group := list(itertools.islice(it, self.cfg.grad_accum_steps)):
+            yield group
 
     def eval_loader(self) -> DataLoader | None:
         if self.task.eval_set is None:
@@ -381,7 +305,7 @@ class Trainer:
         return DataLoader(self.task.eval_set, batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
                           shuffle=False, num_workers=self.cfg.num_workers, collate_fn=self.task.collate_fn)
 
-    # ----------------------------------------------------------------------------------------- loop
+    # ----------------------------------------------------------------------------------------- step
     def _set_lr(self) -> float:
         c = self.cfg
         f = lr_factor(self.step, schedule=c.schedule, total_steps=c.steps, warmup_steps=c.warmup_steps,
@@ -390,13 +314,24 @@ class Trainer:
             g["lr"] = c.lr * f * g.get("lr_mult", 1.0)
         return c.lr * f
 
-    def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+    def train_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``micro_batches``; returns each logged scalar's mean over them."""
         c = self.cfg
         lr = self._set_lr()
-        with autocast_context(c.precision, self.device):
-            out = self.wrapped(batch)
-        loss = out["loss"]
-        self.scaler.scale(loss).backward()
+        n = len(micro_batches)
+        sums: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(micro_batches):
+            batch = move_to(batch, self.device, c.channels_last)
+            accumulate = self.ddp.no_sync() if (self.ddp is not None and i < n - 1) else contextlib.nullcontext()
+            with accumulate:
+                with autocast_context(c.precision, self.device):
+                    out = self.wrapped(batch)
+                loss = out["loss"]
+                self.scaler.scale(loss / n if n > 1 else loss).backward()
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+        out = {k: v / n for k, v in sums.items()} if n > 1 else sums
         if c.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.module.parameters(), c.clip_grad)
@@ -404,16 +339,62 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update_parameters(self.module)
+            self.ema.update(self.module)
         out["lr"] = torch.tensor(lr)
         return out
+
+    def _after_step(self, out: dict[str, torch.Tensor]) -> bool:
+        """The per-step bookkeeping: counters, hooks, logging, evaluation, stopping, checkpoints.
+
+        Returns whether training ends here (the last step, a stop signal, or a hook's ``should_stop``).
+        """
+        c = self.cfg
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.batch_in_epoch == self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        for k, v in out.items():
+            self._logs[k] = self._logs.get(k, 0) + v.detach().float()
+        for h in self.hooks:
+            h.after_optimizer_step(self.module, self.step)
+        if c.log_every and self.step % c.log_every == 0:
+            self._log(self._logs, self.step - self._last_log, self._t0)
+            self._logs, self._last_log, self._t0 = {}, self.step, time.time()
+        if self._bar is not None:
+            self._bar.update(1)
+        evaluated = None
+        if c.eval_every and self.step % c.eval_every == 0 and self.step < c.steps:
+            evaluated = self._last_eval = (self.step, self.evaluate())
+            self.module.train()
+        if self.step < c.steps and self._hooks_stop(out, evaluated):
+            self.stopped_early = True
+            return True
+        if c.ckpt_every and self.step % c.ckpt_every == 0 and self.step < c.steps:
+            self.save_checkpoint()
+        return self._done()
+
+    def _done(self) -> bool:
+        return self.step >= self.cfg.steps or self._stop_signal is not None or self.stopped_early
+
+    def _hooks_stop(self, out: dict[str, torch.Tensor], evaluated: tuple[int, dict[str, float]] | None) -> bool:
+        stoppers = [h for h in self.hooks if overrides_should_stop(h)]
+        if not stoppers:
+            return False
+        keys = sorted(out)
+        metrics = dict(zip(keys, torch.stack([out[k].detach().float().reshape(()).cpu() for k in keys]).tolist(),
+                           strict=True))
+        if evaluated is not None:
+            metrics.update({f"eval/{k}": v for k, v in evaluated[1].items()})
+        stop = any([h.should_stop(self.step, metrics) for h in stoppers])  # every hook sees every step
+        # Any process may ask (eval metrics exist only on the main one); all must stop together.
+        return bool(all_reduce_mean(torch.tensor([float(stop)], device=self.device), self.dist).item() > 0)
 
     def evaluate(self) -> dict[str, float]:
         """Run the task's ``evaluate`` on the main process (EMA weights when kept and ``ema_eval``)."""
         loader = self.eval_loader()
         metrics: dict[str, float] = {}
         if self.task.evaluate is not None and self.dist.is_main:
-            target = self.ema.module if (self.ema is not None and self.cfg.ema_eval) else self.module
+            target = self.inference_model(use_ema=self.cfg.ema_eval)
             was_training = target.training
             target.eval()
             try:
@@ -427,6 +408,47 @@ class Trainer:
         barrier(self.dist)
         return metrics
 
+    # ----------------------------------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        """Train to ``cfg.steps`` (from a checkpoint when resuming) and return the metric history."""
+        with self._running():
+            while not self._done():
+                for batch in self._epoch_steps():  # the rest of the epoch
+                    out = self.train_step(batch)
+                    if self._after_step(out):
+                        break
+        if self._stop_signal is not None:
+            self.save_checkpoint()
+            self.writer.close()
+            return TrainResult(self.step, self.history, {}, True, self.out_dir)
+        final = self._last_eval[1] if self._last_eval[0] == self.step else self.evaluate()
+        self.save_checkpoint()
+        self._export()
+        self.writer.close()
+        return TrainResult(self.step, self.history, final, False, self.out_dir, self.stopped_early)
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Train mode, log accumulators, the progress bar, and SIGTERM/SIGINT → "checkpoint and stop"."""
+        # Only a run with somewhere to checkpoint turns SIGTERM/SIGINT into "checkpoint and stop"; an
+        # in-memory run (reproductions) lets Ctrl-C interrupt the whole program as usual.
+        previous = self._install_signal_handlers() if self.out_dir is not None else {}
+        self.module.train()
+        self._bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.cfg.steps, initial=self.step, dynamic_ncols=True, leave=False)
+        self._t0, self._last_log, self._logs = time.time(), self.step, {}
+        self._last_eval: tuple[int, dict[str, float]] = (-1, {})
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
     def _install_signal_handlers(self):
         previous = {}
 
@@ -439,64 +461,6 @@ class Trainer:
             except ValueError:  # not the main thread
                 pass
         return previous
-
-    def fit(self) -> TrainResult:
-        """Train to ``cfg.steps`` (from a checkpoint when resuming) and return the metric history."""
-        c = self.cfg
-        # Only a run with somewhere to checkpoint turns SIGTERM/SIGINT into "checkpoint and stop"; an
-        # in-memory run (reproductions) lets Ctrl-C interrupt the whole program as usual.
-        previous = self._install_signal_handlers() if self.out_dir is not None else {}
-        self.module.train()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=c.steps, initial=self.step, dynamic_ncols=True, leave=False)
-        t0, last_log = time.time(), self.step
-        logs: dict[str, torch.Tensor] = {}
-        try:
-            while self.step < c.steps and self._stop_signal is None:
-                for batch in self._epoch_loader():
-                    batch = move_to(batch, self.device, c.channels_last)
-                    out = self._train_step(batch)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    if self.batch_in_epoch == self.steps_per_epoch:
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    for k, v in out.items():
-                        if isinstance(v, torch.Tensor) and v.numel() == 1:
-                            logs[k] = logs.get(k, 0) + v.detach().float()
-                    for cb in self.callbacks:
-                        cb(self, self.step)
-                    if c.log_every and self.step % c.log_every == 0:
-                        self._log(logs, self.step - last_log, t0)
-                        logs, last_log, t0 = {}, self.step, time.time()
-                    if bar is not None:
-                        bar.update(1)
-                    if c.eval_every and self.step % c.eval_every == 0 and self.step < c.steps:
-                        self.evaluate()
-                        self.module.train()
-                    if c.ckpt_every and self.step % c.ckpt_every == 0 and self.step < c.steps:
-                        self.save_checkpoint()
-                    if self.step >= c.steps or self._stop_signal is not None:
-                        break
-                if self._stop_signal is None and self.step < c.steps and self.batch_in_epoch != 0:
-                    raise RuntimeError("epoch ended early")  # unreachable: batches cover the epoch
-        finally:
-            if bar is not None:
-                bar.close()
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-        interrupted = self._stop_signal is not None
-        if interrupted:
-            self.save_checkpoint()
-            self.writer.close()
-            return TrainResult(self.step, self.history, {}, True, self.out_dir)
-        final = self.evaluate()
-        self.save_checkpoint()
-        self._export()
-        self.writer.close()
-        return TrainResult(self.step, self.history, final, False, self.out_dir)
 
     def _log(self, logs: dict[str, torch.Tensor], n: int, t0: float) -> None:
         if not logs or n == 0:
@@ -512,11 +476,10 @@ class Trainer:
             self.history.append(record)
             self.writer.write(record)
 
+    # --------------------------------------------------------------------------------------- export
     def inference_model(self, use_ema: bool = True) -> nn.Module:
-        """The model to export or evaluate (EMA weights when kept and ``use_ema``)."""
-        source = self.ema.module if (use_ema and self.ema is not None) else self.module
-        pick = self.task.inference_model or (lambda m: getattr(m, "model", m))
-        return pick(source)
+        """``Task.model`` inside the module, or inside the EMA copy when one is kept and ``use_ema``."""
+        return self.task.model_of(self.ema.module if (use_ema and self.ema is not None) else self.module)
 
     def _export(self) -> None:
         if not self.dist.is_main or self.out_dir is None:
