@@ -8,8 +8,9 @@ import torch
 
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
-from vislearn.recipes.inception import apply_epoch_settings, inception_v3_paper
+from vislearn.recipes.inception import inception_v3_paper
 from vislearn.train import Trainer
+from vislearn.train.engine import resolve_config
 from vislearn.train.optim import RMSpropTF
 
 
@@ -23,8 +24,8 @@ def test_paper_preset_values():
 
 
 def test_epoch_settings_from_dataset_size_and_world_size():
-    cfg = inception_v3_paper()
-    apply_epoch_settings(cfg, train_size=1_281_167, world_size=50)  # ImageNet on the paper's 50 replicas
+    # ImageNet on the paper's 50 replicas
+    cfg = resolve_config(inception_v3_paper(), train_size=1_281_167, world_size=50)
     assert cfg.batch_size == 1600
     assert cfg.decay_every == round(2 * (1_281_167 // 1600))  # two epochs
     assert cfg.steps == 100 * (1_281_167 // 1600)
@@ -49,10 +50,11 @@ def test_paper_preset_two_steps_on_tiny_image_folder(tmp_path):
     cfg = recipe.config("paper", ["image_size=75", "width=0.25", "batch_per_replica=2", "epochs=0",
                                   "steps=2", "eval_every=0", "ckpt_every=0", "eval_batch_size=6"])
     task = recipe.build(cfg, str(_image_folder(tmp_path / "data")))
-    assert cfg.batch_size == 2 and cfg.decay_every == 6  # 6 images / batch 2 = 3 steps per epoch, × 2 epochs
     bn = task.module.model.Mixed_5b.branch1x1.bn
     assert bn.momentum == pytest.approx(0.0003)
     trainer = Trainer(cfg, task, None, progress=False)
+    # resolved by the engine (the recipe's config is not rewritten)
+    assert trainer.cfg.batch_size == 2 and trainer.cfg.decay_every == 6  # 6 images / batch 2 = 3 steps/epoch, × 2
     assert isinstance(trainer.optimizer, RMSpropTF)
     wd = sorted(g["weight_decay"] for g in trainer.optimizer.param_groups)
     assert wd == [0.0, 4e-5]

@@ -36,9 +36,10 @@ def test_two_steps(name, preset):
                             "dataset": "shapes", "image_size": 75, "eval_batch_size": 250, "log_every": 1,
                             "eval_every": 0, "ckpt_every": 0})
     task = r.build(cfg)
-    assert cfg.decay_every == 2 * (len(task.train_set) // 8)  # two epochs, in steps
     assert task.param_groups[1]["weight_decay"] == 0.0  # no decay on BN / biases (TF-slim)
-    res = Trainer(cfg, task, out_dir=None, progress=False).fit()
+    trainer = Trainer(cfg, task, out_dir=None, progress=False)
+    assert trainer.cfg.decay_every == 2 * (len(task.train_set) // 8)  # two epochs, in steps (resolved by the engine)
+    res = trainer.fit()
     assert res.step == 2
     train = [h for h in res.history if h["split"] == "train"]
     assert len(train) == 2 and all(math.isfinite(h["loss"]) for h in train)

@@ -24,8 +24,9 @@ def test_paper_preset_values_and_two_steps_on_shapes():
                                   "eval_batch_size": 500, "log_every": 1})
     task = recipe.build(cfg)
     assert isinstance(task.module, ClassifierModule)
-    assert cfg.decay_every == round(8 / 6 * (len(task.train_set) // 8))  # 8/6 epochs, in steps
-    result = Trainer(cfg, task, None, progress=False).fit()
+    trainer = Trainer(cfg, task, None, progress=False)  # the engine resolves epochs into steps
+    assert trainer.cfg.decay_every == round(8 / 6 * (len(task.train_set) // 8))  # 8/6 epochs, in steps
+    result = trainer.fit()
     train = [h for h in result.history if h["split"] == "train"]
     assert len(train) == 2 and all(h["loss"] == h["loss"] for h in train)
     assert 0.0 <= result.final_metrics["top1"] <= 1.0

@@ -14,24 +14,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    import torch
-    from torch.utils.data import DataLoader
+    from vislearn import recipes
 
-    from vislearn.errors import UserError
-    from vislearn.models.convert import load_weights
-    from vislearn.recipes import get_recipe
-
-    recipe = get_recipe(args.recipe)
-    cfg = recipe.config(args.preset, args.overrides)
-    task = recipe.build(cfg, args.data)
-    if task.evaluate is None or task.eval_set is None:
-        raise UserError(f"recipe {args.recipe!r} has no evaluation")
-    model = task.model_of(task.module)
-    load_weights(model, args.weights, model_name=getattr(model, "model_name", ""))
-    task.module.eval()
-    model.eval()
-    loader = DataLoader(task.eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size,
-                        collate_fn=task.collate_fn)
-    with torch.no_grad():
-        print(json.dumps({k: float(v) for k, v in task.evaluate(model, loader).items()}))
+    metrics = recipes.evaluate(args.recipe, args.weights, args.preset, args.overrides, data=args.data)
+    print(json.dumps(metrics))
     return 0

@@ -1,7 +1,6 @@
 """``vislearn train RECIPE``: run a recipe through the one engine (``torchrun`` for many processes)."""
 
 import dataclasses
-from pathlib import Path
 
 
 def register(sub) -> None:
@@ -19,26 +18,20 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
+    from pathlib import Path
 
-    from vislearn.errors import UserError
-    from vislearn.recipes import get_recipe
-    from vislearn.train import Trainer, seed_everything
+    from vislearn import recipes
 
-    recipe = get_recipe(args.recipe)
-    cfg = recipe.config(args.preset, args.overrides)
-    record = {"recipe": args.recipe, "preset": args.preset, "data": args.data, **dataclasses.asdict(cfg)}
     if args.show_config:
+        cfg = recipes.get_recipe(args.recipe).config(args.preset, args.overrides)
+        record = {"recipe": args.recipe, "preset": args.preset, "data": args.data, **dataclasses.asdict(cfg)}
         print(json.dumps(record, indent=2, default=str))
         return 0
-    out = Path(args.out)
-    if not args.resume and (out / "checkpoints").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    seed_everything(cfg.seed)  # model initialisation is part of the run: make it reproducible
-    task = recipe.build(cfg, args.data)
-    result = Trainer(cfg, task, out, resume=args.resume, config_record=record).fit()
+    result = recipes.run(args.recipe, args.preset, args.overrides, data=args.data, out=args.out,
+                         resume=args.resume)
     if result.interrupted:
         print(f"interrupted at step {result.step}; checkpoint saved, continue with --resume")
         return 130
     print(json.dumps({"step": result.step, **result.final_metrics}))
-    print(f"weights: {out / 'model.safetensors'}")
+    print(f"weights: {Path(args.out) / 'model.safetensors'}")
     return 0

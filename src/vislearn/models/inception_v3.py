@@ -59,6 +59,7 @@ from vislearn.models.convert import Converter, StateDict, register_converter
 from vislearn.models.inception_common import avg_pool_3x3, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn.conv import ConvBNAct
+from vislearn.nn.conv import bn_momentum as conv_bn_momentum
 
 __all__ = [
     "InceptionV3", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux",
@@ -265,6 +266,8 @@ class InceptionV3(VisionModel):
             have no peer checkpoints).
         normalization: ``(mean, std)`` on the [0, 1] scale; default (0.5, 0.5) → [-1, 1].
         validate_inputs: check range/shape of every batch (turn off inside tight loops if needed).
+        bn_momentum: PyTorch momentum of every BN layer (1 − the TF moving-average decay; the
+            released models use decay 0.9997, i.e. momentum 0.0003; default 0.1, PyTorch's).
     """
 
     in_chans = 3
@@ -274,7 +277,7 @@ class InceptionV3(VisionModel):
                  tf_avg_pool: bool = False, width: float = 1.0,
                  normalization: tuple[Sequence[float], Sequence[float]] | None = (
                      INCEPTION_MEAN, INCEPTION_STD),
-                 validate_inputs: bool = True) -> None:
+                 validate_inputs: bool = True, bn_momentum: float = 0.1) -> None:
         super().__init__(normalization=normalization, validate_inputs=validate_inputs)
         if num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
@@ -283,27 +286,28 @@ class InceptionV3(VisionModel):
         if not 0 < width <= 4:
             raise UserError(f"width must be in (0, 4], got {width}")
         self.num_classes, self.aux_logits, self.tf_avg_pool = num_classes, aux_logits, tf_avg_pool
-        c = channels(width)
-        self.Conv2d_1a_3x3 = _conv(3, c(32), 3, stride=2)
-        self.Conv2d_2a_3x3 = _conv(c(32), c(32), 3)
-        self.Conv2d_2b_3x3 = _conv(c(32), c(64), 3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(3, stride=2)
-        self.Conv2d_3b_1x1 = _conv(c(64), c(80), 1)
-        self.Conv2d_4a_3x3 = _conv(c(80), c(192), 3)
-        self.maxpool2 = nn.MaxPool2d(3, stride=2)
-        self.Mixed_5b = InceptionA(c(192), 32, tf_avg_pool, width)
-        self.Mixed_5c = InceptionA(self.Mixed_5b.out_chans, 64, tf_avg_pool, width)
-        self.Mixed_5d = InceptionA(self.Mixed_5c.out_chans, 64, tf_avg_pool, width)
-        self.Mixed_6a = InceptionB(self.Mixed_5d.out_chans, width)
-        self.Mixed_6b = InceptionC(self.Mixed_6a.out_chans, 128, tf_avg_pool, width)
-        self.Mixed_6c = InceptionC(self.Mixed_6b.out_chans, 160, tf_avg_pool, width)
-        self.Mixed_6d = InceptionC(self.Mixed_6c.out_chans, 160, tf_avg_pool, width)
-        self.Mixed_6e = InceptionC(self.Mixed_6d.out_chans, 192, tf_avg_pool, width)
-        c6 = self.Mixed_6e.out_chans
-        self.AuxLogits = InceptionAux(c6, num_classes, width) if aux_logits else None
-        self.Mixed_7a = InceptionD(c6, width)
-        self.Mixed_7b = InceptionE(self.Mixed_7a.out_chans, tf_avg_pool, width)
-        self.Mixed_7c = InceptionE(self.Mixed_7b.out_chans, tf_avg_pool, width)
+        with conv_bn_momentum(bn_momentum):  # every BN layer is built with the model's momentum
+            c = channels(width)
+            self.Conv2d_1a_3x3 = _conv(3, c(32), 3, stride=2)
+            self.Conv2d_2a_3x3 = _conv(c(32), c(32), 3)
+            self.Conv2d_2b_3x3 = _conv(c(32), c(64), 3, padding=1)
+            self.maxpool1 = nn.MaxPool2d(3, stride=2)
+            self.Conv2d_3b_1x1 = _conv(c(64), c(80), 1)
+            self.Conv2d_4a_3x3 = _conv(c(80), c(192), 3)
+            self.maxpool2 = nn.MaxPool2d(3, stride=2)
+            self.Mixed_5b = InceptionA(c(192), 32, tf_avg_pool, width)
+            self.Mixed_5c = InceptionA(self.Mixed_5b.out_chans, 64, tf_avg_pool, width)
+            self.Mixed_5d = InceptionA(self.Mixed_5c.out_chans, 64, tf_avg_pool, width)
+            self.Mixed_6a = InceptionB(self.Mixed_5d.out_chans, width)
+            self.Mixed_6b = InceptionC(self.Mixed_6a.out_chans, 128, tf_avg_pool, width)
+            self.Mixed_6c = InceptionC(self.Mixed_6b.out_chans, 160, tf_avg_pool, width)
+            self.Mixed_6d = InceptionC(self.Mixed_6c.out_chans, 160, tf_avg_pool, width)
+            self.Mixed_6e = InceptionC(self.Mixed_6d.out_chans, 192, tf_avg_pool, width)
+            c6 = self.Mixed_6e.out_chans
+            self.AuxLogits = InceptionAux(c6, num_classes, width) if aux_logits else None
+            self.Mixed_7a = InceptionD(c6, width)
+            self.Mixed_7b = InceptionE(self.Mixed_7a.out_chans, tf_avg_pool, width)
+            self.Mixed_7c = InceptionE(self.Mixed_7b.out_chans, tf_avg_pool, width)
         self.dropout = nn.Dropout(drop_rate)
         self.num_features = self.Mixed_7c.out_chans
         self.fc = nn.Linear(self.num_features, num_classes)

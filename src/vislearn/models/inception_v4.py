@@ -74,6 +74,7 @@ from vislearn.models.inception_v4_blocks import (
     _max_pool,
 )
 from vislearn.models.registry import register_model
+from vislearn.nn.conv import bn_momentum as conv_bn_momentum
 
 __all__ = ["InceptionV4", "InceptionResNet", "inception_v4", "inception_resnet_v1", "inception_resnet_v2",
            "inception_resnet_v2_paper"]
@@ -144,31 +145,34 @@ class InceptionV4(_InceptionNet):
         drop_rate: dropout before the classifier (paper: keep probability 0.8; Fig. 9).
         normalization: ``(mean, std)`` on [0, 1] (default maps to [−1, 1] like Google's weights).
         validate_inputs: check each batch is float NCHW in [0, 1] (off for tracing/compiling).
+        bn_momentum: PyTorch momentum of every BN layer (1 − the TF moving-average decay; default 0.1).
     """
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, depths: Sequence[int] = (4, 7, 3),
-                 drop_rate: float = 0.2, normalization=None, validate_inputs: bool = True) -> None:
-        w = _W(width)
-        depths = _check_depths(depths)
-        s0, s1, s2 = _v4_stem(w)
-        c = s2[-1][1].out_chans
-        for i in range(depths[0]):
-            s2.append((f"block{i}", InceptionA(c, w)))
+                 drop_rate: float = 0.2, normalization=None, validate_inputs: bool = True,
+                 bn_momentum: float = 0.1) -> None:
+        with conv_bn_momentum(bn_momentum):  # every BN layer is built with the model's momentum
+            w = _W(width)
+            depths = _check_depths(depths)
+            s0, s1, s2 = _v4_stem(w)
             c = s2[-1][1].out_chans
-        red_a = ReductionA(c, w(192), w(224), w(256), w(384))  # Table 1, Inception-v4
-        s3: list[tuple[str, nn.Module]] = [("reduction", red_a)]
-        c = red_a.out_chans
-        for i in range(depths[1]):
-            s3.append((f"block{i}", InceptionB(c, w)))
-            c = s3[-1][1].out_chans
-        red_b = ReductionB(c, w)
-        s4: list[tuple[str, nn.Module]] = [("reduction", red_b)]
-        c = red_b.out_chans
-        for i in range(depths[2]):
-            s4.append((f"block{i}", InceptionC(c, w)))
-            c = s4[-1][1].out_chans
-        super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
-                         drop_rate, normalization, validate_inputs)
+            for i in range(depths[0]):
+                s2.append((f"block{i}", InceptionA(c, w)))
+                c = s2[-1][1].out_chans
+            red_a = ReductionA(c, w(192), w(224), w(256), w(384))  # Table 1, Inception-v4
+            s3: list[tuple[str, nn.Module]] = [("reduction", red_a)]
+            c = red_a.out_chans
+            for i in range(depths[1]):
+                s3.append((f"block{i}", InceptionB(c, w)))
+                c = s3[-1][1].out_chans
+            red_b = ReductionB(c, w)
+            s4: list[tuple[str, nn.Module]] = [("reduction", red_b)]
+            c = red_b.out_chans
+            for i in range(depths[2]):
+                s4.append((f"block{i}", InceptionC(c, w)))
+                c = s4[-1][1].out_chans
+            super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
+                             drop_rate, normalization, validate_inputs)
 
 
 class InceptionResNet(_InceptionNet):
@@ -178,7 +182,7 @@ class InceptionResNet(_InceptionNet):
         version: 1 or 2.
         layout: ``"paper"`` (Fig. 15: 5×A, 10×B, 5×C) or ``"released"`` (v2 only; the TF-slim
             checkpoint: 10×A, 20×B, 9×C + a final linear C block + 1×1 conv to 1536).
-        num_classes, width, drop_rate, normalization: as :class:`InceptionV4`.
+        num_classes, width, drop_rate, normalization, bn_momentum: as :class:`InceptionV4`.
         depths: numbers of residual A, B, C blocks (default: the layout's).
         scale_a, scale_b, scale_c: residual scales per block type (Sec. 3.3; released: 0.17, 0.10,
             0.20; the paper gives the range 0.1–0.3 only, so the paper layouts use the same values).
@@ -188,51 +192,52 @@ class InceptionResNet(_InceptionNet):
     def __init__(self, version: int = 2, layout: str = "released", num_classes: int = 1000, width: float = 1.0,
                  depths: Sequence[int] | None = None, scale_a: float = 0.17, scale_b: float = 0.10,
                  scale_c: float = 0.20, scale_final: float = 1.0, drop_rate: float = 0.2,
-                 normalization=None, validate_inputs: bool = True) -> None:
+                 normalization=None, validate_inputs: bool = True, bn_momentum: float = 0.1) -> None:
         if version not in (1, 2):
             raise UserError(f"Inception-ResNet version must be 1 or 2, got {version!r}")
         if layout not in ("paper", "released"):
             raise UserError(f"layout must be 'paper' or 'released', got {layout!r}")
         if layout == "released" and version == 1:
             raise UserError("Inception-ResNet-v1 has no released layout; use layout='paper'")
-        w = _W(width)
-        released = layout == "released"
-        depths = _check_depths(depths if depths is not None else ((10, 20, 9) if released else (5, 10, 5)))
-        if version == 1:  # Fig. 14 stem → 256 ch; Figs. 10–13; Table 1 (k, l, m, n) = (192, 192, 256, 384)
-            s0, s1, s2 = _v1_stem(w)
-            a_spec = (w(32), (w(32), w(32)), (w(32), w(32), w(32)))
-            red_a = (w(192), w(192), w(256), w(384))
-            b_spec = (w(128), (w(128), w(128), w(128)))
-            red_b = (w(256), w(384), w(256), w(256), w(256))
-            c_spec = (w(192), (w(192), w(192), w(192)))
-        else:  # v2 blocks (Figs. 16–19; TF-slim block35/17/8), Table 1 (256, 256, 384, 384)
-            if released:
-                s0, s1, s2 = _released_v2_stem(w)
-            else:
-                s0, s1, s2 = _v4_stem(w)
-            a_spec = (w(32), (w(32), w(32)), (w(32), w(48), w(64)))
-            red_a = (w(256), w(256), w(384), w(384))
-            b_spec = (w(192), (w(128), w(160), w(192)))
-            red_b = (w(256), w(384), w(288), w(288), w(320))
-            c_spec = (w(192), (w(192), w(224), w(256)))
-        c = s2[-1][1].out_chans
-        for i in range(depths[0]):
-            s2.append((f"block{i}", ResidualA(c, *a_spec, scale=scale_a)))
-        ra = ReductionA(c, *red_a)
-        s3: list[tuple[str, nn.Module]] = [("reduction", ra)]
-        c = ra.out_chans
-        for i in range(depths[1]):
-            s3.append((f"block{i}", ResidualB(c, *b_spec, scale=scale_b)))
-        rb = ReductionBRes(c, *red_b)
-        s4: list[tuple[str, nn.Module]] = [("reduction", rb)]
-        c = rb.out_chans
-        for i in range(depths[2]):
-            s4.append((f"block{i}", ResidualC(c, *c_spec, scale=scale_c)))
-        if released:  # TF-slim: Block8(scale=1, activation_fn=None), then Conv2d_7b_1x1 to 1536
-            s4.append(("block_final", ResidualC(c, *c_spec, scale=scale_final, activate=False)))
-            s4.append(("conv7b", _conv(c, w(1536))))
-        super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
-                         drop_rate, normalization, validate_inputs)
+        with conv_bn_momentum(bn_momentum):  # every BN layer is built with the model's momentum
+            w = _W(width)
+            released = layout == "released"
+            depths = _check_depths(depths if depths is not None else ((10, 20, 9) if released else (5, 10, 5)))
+            if version == 1:  # Fig. 14 stem → 256 ch; Figs. 10–13; Table 1 (k, l, m, n) = (192, 192, 256, 384)
+                s0, s1, s2 = _v1_stem(w)
+                a_spec = (w(32), (w(32), w(32)), (w(32), w(32), w(32)))
+                red_a = (w(192), w(192), w(256), w(384))
+                b_spec = (w(128), (w(128), w(128), w(128)))
+                red_b = (w(256), w(384), w(256), w(256), w(256))
+                c_spec = (w(192), (w(192), w(192), w(192)))
+            else:  # v2 blocks (Figs. 16–19; TF-slim block35/17/8), Table 1 (256, 256, 384, 384)
+                if released:
+                    s0, s1, s2 = _released_v2_stem(w)
+                else:
+                    s0, s1, s2 = _v4_stem(w)
+                a_spec = (w(32), (w(32), w(32)), (w(32), w(48), w(64)))
+                red_a = (w(256), w(256), w(384), w(384))
+                b_spec = (w(192), (w(128), w(160), w(192)))
+                red_b = (w(256), w(384), w(288), w(288), w(320))
+                c_spec = (w(192), (w(192), w(224), w(256)))
+            c = s2[-1][1].out_chans
+            for i in range(depths[0]):
+                s2.append((f"block{i}", ResidualA(c, *a_spec, scale=scale_a)))
+            ra = ReductionA(c, *red_a)
+            s3: list[tuple[str, nn.Module]] = [("reduction", ra)]
+            c = ra.out_chans
+            for i in range(depths[1]):
+                s3.append((f"block{i}", ResidualB(c, *b_spec, scale=scale_b)))
+            rb = ReductionBRes(c, *red_b)
+            s4: list[tuple[str, nn.Module]] = [("reduction", rb)]
+            c = rb.out_chans
+            for i in range(depths[2]):
+                s4.append((f"block{i}", ResidualC(c, *c_spec, scale=scale_c)))
+            if released:  # TF-slim: Block8(scale=1, activation_fn=None), then Conv2d_7b_1x1 to 1536
+                s4.append(("block_final", ResidualC(c, *c_spec, scale=scale_final, activate=False)))
+                s4.append(("conv7b", _conv(c, w(1536))))
+            super().__init__([("stem", s0), ("stem", s1), ("a", s2), ("b", s3), ("c", s4)], num_classes,
+                             drop_rate, normalization, validate_inputs)
         self.version, self.layout = version, layout
 
 

@@ -9,9 +9,10 @@ A recipe is configuration plus the few functions that differ (DESIGN.md principl
 
         def build(self, cfg, data=None) -> Task: ...  # model, datasets, loss module, evaluate
 
-``vislearn train NAME --preset quick --set key=value`` resolves the preset, applies overrides
-(:func:`apply_overrides` parses each value by the field's type), builds the :class:`Task` and runs
-the one :class:`~vislearn.train.Trainer`.
+``vislearn train NAME --preset quick --set key=value`` calls :func:`run` (:mod:`vislearn.recipes.runner`):
+it resolves the preset, applies overrides (:func:`apply_overrides` parses each value by the field's
+type), seeds, builds the :class:`Task` and runs the one :class:`~vislearn.train.Trainer`;
+:func:`evaluate` scores saved weights through the same path.
 """
 
 from __future__ import annotations
@@ -119,3 +120,6 @@ def _split(item: str) -> tuple[str, str]:
 
 
 import_submodules(sys.modules[__name__])
+
+# The one way to run a recipe (kept in its own module; re-exported as vislearn.recipes.run/evaluate).
+from vislearn.recipes.runner import RecipeRun, build, evaluate, run  # noqa: E402,F401

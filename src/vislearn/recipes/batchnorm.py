@@ -13,8 +13,9 @@ Training is the shared classification module and evaluation of
 :mod:`vislearn.recipes.classification` (cross-entropy; top-1/top-5/loss/ECE); this file only sets
 the model, the data and the hyperparameters.
 
-``decay_every_epochs > 0`` makes :meth:`BatchNormRecipe.build` set ``decay_every`` (steps) from
-the training-set size, since the paper states its schedule in epochs.
+The paper states its schedule in epochs: ``decay_epochs > 0`` (an engine setting) makes the
+engine set ``decay_every`` (steps) from the training-set size (:func:`vislearn.train.engine.resolve_config`);
+``decay_every_epochs`` is kept as a read-only name for it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ class BatchNormConfig(ClassifyConfig):
     drop_rate: float = 0.0
     # data augmentation and schedule
     color_jitter: float = 0.0  # photometric distortion strength for ImageFolder training data
-    decay_every_epochs: float = 0.0  # > 0: decay_every = this many epochs of the training set
+
+    @property
+    def decay_every_epochs(self) -> float:
+        """The learning-rate decay period in epochs (the engine's ``decay_epochs``)."""
+        return self.decay_epochs
 
 
 _PAPER = dict(
@@ -70,7 +75,7 @@ _PAPER = dict(
     #                     value is not published: 4e-5 is the value of the authors' TF-slim inception_v2
     schedule="staircase",
     decay_rate=0.96,  # Inception: lr −4% every 8 epochs (GoogLeNet Sec. 6) ...
-    decay_every_epochs=8 / 6,  # ... Sec. 4.2.1 "Accelerate the learning rate decay" 6× faster: every 8/6 epochs
+    decay_epochs=8 / 6,  # ... Sec. 4.2.1 "Accelerate the learning rate decay" 6× faster: every 8/6 epochs
     drop_rate=0.0,  # Sec. 4.2.1 "Remove Dropout"
     out_4cd=576,  # Fig. 5's stated output widths (see vislearn.models.bn_inception); LRN: none (Sec. 4.2.1)
     color_jitter=0.1,  # Sec. 4.2.1 "Reduce the photometric distortions" (by how much is not stated)
@@ -127,8 +132,5 @@ class BatchNormRecipe(Recipe):
         else:
             model = create_model("bn_inception", num_classes=num_classes, out_4cd=cfg.out_4cd,
                                  drop_rate=cfg.drop_rate, bn_impl=cfg.bn_impl)
-        if cfg.decay_every_epochs > 0:
-            steps_per_epoch = max(1, len(train) // cfg.batch_size)
-            cfg.decay_every = max(1, round(cfg.decay_every_epochs * steps_per_epoch))
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,
                     evaluate=evaluate_classifier, model=model)

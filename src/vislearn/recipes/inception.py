@@ -11,12 +11,14 @@ and ``ROOT/val``) at 299×299:
 * label smoothing ε = 0.1 with a uniform prior (Sec. 7); auxiliary classifier loss weight 0.4
   (TF-slim's trainer; the paper does not give one);
 * batch 32 per replica (Sec. 8: "batch size 32 for 100 epochs" on 50 replicas): the global batch is
-  32 × the number of ``torchrun`` processes;
+  32 × the number of ``torchrun`` processes (``batch_per_replica``, ``epochs`` and ``decay_epochs`` are
+  engine settings, resolved by :func:`vislearn.train.engine.resolve_config` where the dataset length
+  and the world size are known; the recipe never rewrites its config);
 * evaluation with a running average of the weights (Sec. 8). Two different decays must not be
   confused: the exponential moving average of the *weights* used for evaluation is 0.9999
   (``MOVING_AVERAGE_DECAY`` of Google's Inception trainer), while 0.9997 is the *batch-norm
-  moving-average* decay of the released models (PAPERS.md §2), set here as ``bn_decay`` (PyTorch
-  momentum 1 − 0.9997);
+  moving-average* decay of the released models (PAPERS.md §2), set here as ``bn_decay`` and passed
+  to the model builder as ``bn_momentum = 1 − bn_decay``;
 * weight decay 4e-5 on convolution/linear weights only (released models), BN ε = 0.001.
 
 ``quick`` preset: the paper's network (full width) on scikit-learn's digits upscaled to 75×75 (the
@@ -25,7 +27,6 @@ smallest input) as RGB, the same optimiser and loss, bf16 + channels_last, a few
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
 import torch.nn as nn
@@ -42,12 +43,13 @@ from vislearn.recipes.classification import (
 from vislearn.train.engine import Task
 
 __all__ = ["InceptionConfig", "InceptionV3Recipe", "inception_v3_paper", "inception_v3_quick",
-           "inception_param_groups", "inception_datasets", "apply_epoch_settings"]
+           "inception_param_groups", "inception_datasets", "inception_task", "check_bn_decay"]
 
 
 @dataclass
 class InceptionConfig(ClassifyConfig):
-    """Classification settings plus what the Inception recipes state in epochs and per replica."""
+    """Classification settings plus the Inception networks' options (epochs and the per-replica batch
+    are :class:`~vislearn.train.engine.TrainConfig` fields)."""
 
     model: str = "inception_v3"
     dataset: str = "digits"  # digits | shapes (embedded) | imagenet (an ImageFolder tree given with --data)
@@ -57,10 +59,7 @@ class InceptionConfig(ClassifyConfig):
     drop_rate: float = 0.2
     width: float = 1.0  # channel multiplier (1.0: the paper's network)
     tf_avg_pool: bool = True  # TF "SAME" average pooling, as the paper's implementation
-    bn_decay: float = 0.9  # BN moving-average decay (PyTorch momentum = 1 - bn_decay)
-    decay_epochs: float = 0.0  # > 0: decay_every = this many epochs of steps
-    epochs: float = 0.0  # > 0: steps = this many epochs
-    batch_per_replica: int = 0  # > 0: batch_size = this × world size (torchrun's WORLD_SIZE)
+    bn_decay: float = 0.9  # BN moving-average decay (the model's bn_momentum = 1 - bn_decay)
 
 
 def inception_v3_paper() -> InceptionConfig:
@@ -115,19 +114,6 @@ def inception_datasets(cfg: InceptionConfig, data: str | None):
     return classification_datasets(replace(cfg, dataset="folder"), data)
 
 
-def apply_epoch_settings(cfg: InceptionConfig, train_size: int, world_size: int | None = None) -> None:
-    """Turn the per-replica batch and the epoch-based lengths into engine settings (in place)."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.batch_per_replica > 0:
-        cfg.batch_size = cfg.batch_per_replica * world_size
-    steps_per_epoch = max(1, train_size // cfg.batch_size)
-    if cfg.epochs > 0:
-        cfg.steps = max(1, round(cfg.epochs * steps_per_epoch))
-    if cfg.decay_epochs > 0:
-        cfg.decay_every = max(1, round(cfg.decay_epochs * steps_per_epoch))
-
-
 def inception_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on convolution and linear weights only (TF-slim regularises ``weights``, not BN
     β/γ or biases)."""
@@ -149,26 +135,21 @@ class InceptionV3Recipe(Recipe):
     def build(self, cfg: InceptionConfig, data: str | None = None) -> Task:
         from vislearn.models import create_model
 
-        train, test, num_classes = self.prepare_data(cfg, data)
-        model = create_model(cfg.model, num_classes=num_classes, aux_logits=cfg.aux_logits,
-                             drop_rate=cfg.drop_rate, width=cfg.width, tf_avg_pool=cfg.tf_avg_pool)
-        return self.make_task(cfg, model, train, test, aux_weight=cfg.aux_weight if cfg.aux_logits else 0.0)
-
-    @staticmethod
-    def prepare_data(cfg: InceptionConfig, data: str | None):
-        """Validate the shared settings, load the datasets and turn epoch settings into steps."""
-        if not 0 < cfg.bn_decay < 1:
-            raise UserError(f"bn_decay must be in (0, 1), got {cfg.bn_decay}")
+        check_bn_decay(cfg)
         train, test = inception_datasets(cfg, data)
-        apply_epoch_settings(cfg, len(train))
-        return train, test, num_classes_of(train)
+        model = create_model(cfg.model, num_classes=num_classes_of(train), aux_logits=cfg.aux_logits,
+                             drop_rate=cfg.drop_rate, width=cfg.width, tf_avg_pool=cfg.tf_avg_pool,
+                             bn_momentum=1.0 - cfg.bn_decay)
+        return inception_task(cfg, model, train, test, aux_weight=cfg.aux_weight if cfg.aux_logits else 0.0)
 
-    @staticmethod
-    def make_task(cfg: InceptionConfig, model: nn.Module, train, test, aux_weight: float) -> Task:
-        """BN moving-average decay, the classification module and TF-slim's weight-decay groups."""
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = 1.0 - cfg.bn_decay
-        module = ClassifierModule(model, cfg.label_smoothing, aux_weight)
-        return Task(module, train, test, evaluate=evaluate_classifier, model=model,
-                    param_groups=inception_param_groups(module, cfg.weight_decay))
+
+def check_bn_decay(cfg: InceptionConfig) -> None:
+    if not 0 < cfg.bn_decay < 1:
+        raise UserError(f"bn_decay must be in (0, 1), got {cfg.bn_decay}")
+
+
+def inception_task(cfg: InceptionConfig, model: nn.Module, train, test, aux_weight: float) -> Task:
+    """The classification module (label smoothing, aux weight) and TF-slim's weight-decay groups."""
+    module = ClassifierModule(model, cfg.label_smoothing, aux_weight)
+    return Task(module, train, test, evaluate=evaluate_classifier, model=model,
+                param_groups=inception_param_groups(module, cfg.weight_decay))

@@ -122,7 +122,6 @@ def build_task(cfg: ProxyNCAConfig, train: Any, test: Any) -> Task:
     from vislearn.losses import ProxyNCALoss, TripletLoss
     from vislearn.models import create_model
 
-    torch.manual_seed(cfg.seed)  # the same initial weights and proxies in every process and every run
     backbone_kwargs: dict[str, Any] = {}
     if cfg.backbone == "small_convnet":
         backbone_kwargs["batch_norm"] = cfg.backbone_batch_norm

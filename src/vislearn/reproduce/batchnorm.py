@@ -64,30 +64,26 @@ def _probe(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[fl
 
 
 def _train(seed: int, lr: float, batch_norm: bool, steps: int) -> dict[str, Any]:
-    from vislearn.recipes import get_recipe
-    from vislearn.train import Task, Trainer, seed_everything
+    """One arm: ``vislearn train batchnorm --set lr=LR --set batch_norm=BOOL --set seed=SEED --set steps=N``."""
+    from vislearn import recipes
 
-    recipe = get_recipe("batchnorm")
-    cfg = recipe.config("quick", {"lr": lr, "batch_norm": batch_norm, "seed": seed, "steps": steps,
-                                  "eval_every": 0, "log_every": 50})
-    seed_everything(seed)
-    built = recipe.build(cfg)
-    x_test, y_test = built.eval_set.images, built.eval_set.targets
-    task = Task(built.module, built.train_set)  # evaluation is the callback's: no engine eval pass
-    model = task.module.model
     rec: dict[str, Any] = {"step": [], "acc": [], "pct": [], "diverged": False}
+    probe: dict[str, Any] = {}
 
     def record(step: int) -> None:
-        acc, q = _probe(model, x_test, y_test)
+        acc, q = _probe(probe["model"], probe["x"], probe["y"])
         rec["step"].append(step)
         rec["acc"].append(acc)
         rec["pct"].append(q)
 
-    record(0)
-    trainer = Trainer(cfg, task, None, progress=False,
-                      callbacks=[lambda tr, step: record(step) if _due(step) else None])
+    def start(cfg: Any, task: Any) -> None:  # the initial network, before the engine seeds its stream
+        probe.update(model=task.module.model, x=task.eval_set.images, y=task.eval_set.targets)
+        record(0)
+
     try:
-        trainer.fit()
+        recipes.run("batchnorm", "quick", {"lr": lr, "batch_norm": batch_norm, "seed": seed, "steps": steps,
+                                           "eval_every": 0, "log_every": 50}, progress=False, on_build=start,
+                    callbacks=[lambda tr, step: record(step) if _due(step) else None])
     except FloatingPointError:
         rec["diverged"] = True
     return rec

@@ -59,29 +59,30 @@ CRITERION = (
 def _run(ctx: ReproContext, recipe_name: str, overrides: dict[str, Any], steps: int, seed: int,
          probe: torch.Tensor | None = None) -> dict[str, Any]:
     """Train one configuration with the recipe's ``quick`` preset; training curve and death statistics."""
+    from vislearn import recipes
     from vislearn.nn.profile import count_macs
-    from vislearn.recipes import get_recipe
-    from vislearn.train.engine import Trainer
 
-    recipe = get_recipe(recipe_name)
     log_every = max(1, min(WINDOW, steps))
-    cfg = recipe.config("quick", {**overrides, "steps": steps, "seed": seed, "log_every": log_every,
-                                  "eval_every": 0, "ckpt_every": 0})
-    torch.manual_seed(seed)
-    task = recipe.build(cfg)
-    model = task.module.model
-    out: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()),
-                           "mmacs_75": count_macs(model, 75) / 1e6}
-    trainer = Trainer(cfg, task, out_dir=None, progress=False)
+    out: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+
+    def measure(cfg: Any, task: Any) -> None:  # the initial model's size and cost, before the engine seeds
+        seen["model"] = model = task.module.model
+        out.update(params=sum(p.numel() for p in model.parameters()), mmacs_75=count_macs(model, 75) / 1e6)
+
     nonfinite = False
     try:
-        res = trainer.fit()
+        # = vislearn train RECIPE --set model=... --set width=... (each override as --set)
+        res = recipes.run(recipe_name, "quick", {**overrides, "steps": steps, "seed": seed, "log_every": log_every,
+                                                 "eval_every": 0, "ckpt_every": 0}, progress=False,
+                          on_build=measure, callbacks=[lambda tr, step: seen.setdefault("trainer", tr)])
         history = res.history
         out["test_top1"] = res.final_metrics.get("top1")
     except FloatingPointError as e:  # the engine stops on a non-finite loss
         nonfinite = True
-        history = trainer.history
+        history = seen["trainer"].history
         out["error"] = str(e)
+    model = seen["model"]
     curve = [(h["step"], h["acc"], h["loss"]) for h in history if h["split"] == "train"]
     out["curve"] = curve
     out["steps_to_target"] = next((s for s, a, _ in curve if a >= TARGET_ACC), None)

@@ -65,15 +65,10 @@ def architecture_table() -> dict:
 
 
 def _train(ctx: ReproContext, overrides: dict, seed: int, steps: int) -> dict:
-    from vislearn.recipes import get_recipe
-    from vislearn.train import Trainer
+    from vislearn import recipes
 
-    recipe = get_recipe("inception_v3")
-    cfg = recipe.config("quick", {**SMALL_SCALE, "steps": steps, "seed": seed, "log_every": 0,
-                                  "eval_batch_size": 450, **overrides})
-    torch.manual_seed(seed)
-    task = recipe.build(cfg)
-    result = Trainer(cfg, task, None, progress=False).fit()
+    result = recipes.run("inception_v3", "quick", {**SMALL_SCALE, "steps": steps, "seed": seed, "log_every": 0,
+                                                   "eval_batch_size": 450, **overrides}, progress=False)
     return {k: float(result.final_metrics[k]) for k in ("top1", "ece", "loss")}
 
 

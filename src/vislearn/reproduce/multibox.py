@@ -40,20 +40,18 @@ def _eval_data(ds, batch=50):
 
 
 def _one_seed(ctx: ReproContext, seed: int) -> dict:
+    from vislearn import recipes
     from vislearn.detection.priors import rank_priors_by_frequency
     from vislearn.detection.proposals import sliding_window_proposals
     from vislearn.metrics.detection import coco_map, detection_map, proposal_ap, proposal_recall
-    from vislearn.recipes import get_recipe
     from vislearn.recipes.multibox import _normalised_boxes, train_post_classifier
-    from vislearn.train import Trainer
 
-    recipe = get_recipe("multibox")
-    cfg = recipe.config("quick", {"steps": ctx.steps(300, minimum=2), "seed": seed, "data_seed": seed,
-                                  "num_train_images": ctx.steps(600, minimum=32),
-                                  "num_eval_images": ctx.steps(150, minimum=10), "eval_top_k": 100})
     t0 = time.time()
-    task = recipe.build(cfg)
-    result = Trainer(cfg, task, out_dir=None, progress=False).fit()
+    result = recipes.run("multibox", "quick", {"steps": ctx.steps(300, minimum=2), "seed": seed, "data_seed": seed,
+                                               "num_train_images": ctx.steps(600, minimum=32),
+                                               "num_eval_images": ctx.steps(150, minimum=10), "eval_top_k": 100},
+                         progress=False)
+    cfg, task = result.cfg, result.task
     train_s = time.time() - t0
     ctx.log(f"  seed {seed}: proposal net trained in {train_s:.0f}s, eval {result.final_metrics}")
     model = task.module.model.eval()

@@ -38,15 +38,12 @@ PAPER_TABLE = {
 
 
 def _train(loss: str, seed: int, steps: int) -> dict[str, Any]:
+    from vislearn import recipes
     from vislearn.metrics.multilabel import MultilabelTopK
-    from vislearn.recipes import get_recipe
-    from vislearn.train import Trainer
 
-    recipe = get_recipe("multilabel")
-    cfg = recipe.config("quick", {"loss": loss, "seed": seed, "steps": steps, "log_every": 0,
-                                  "warmup_steps": min(20, steps // 10)})
-    task = recipe.build(cfg)
-    result = Trainer(cfg, task, None, progress=False).fit()
+    result = recipes.run("multilabel", "quick", {"loss": loss, "seed": seed, "steps": steps, "log_every": 0,
+                                                 "warmup_steps": min(20, steps // 10)}, progress=False)
+    cfg, task = result.cfg, result.task
     model = task.module.model.eval()
     metric = MultilabelTopK(cfg.k)
     with torch.no_grad():

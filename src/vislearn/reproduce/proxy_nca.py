@@ -47,35 +47,28 @@ def run(ctx: ReproContext) -> Outcome:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
-    from vislearn.data.retrieval_sets import shapes_retrieval
-    from vislearn.recipes import get_recipe
-    from vislearn.recipes.proxy_nca import build_task
-    from vislearn.train import Trainer
+    from vislearn import recipes
 
     steps = ctx.steps(STEPS, minimum=4)
     evals = EVALS if ctx.scale >= 0.25 else 3  # tiny scales (tests) only check that it runs
     every = max(1, steps // evals)
     per_class = 30 if ctx.scale >= 0.25 else 4
-    kw = dict(num_classes=100, samples_per_class=per_class, image_size=32, seed=0)
-    train, test = shapes_retrieval("train", **kw), shapes_retrieval("test", **kw)
-    ctx.log(f"  data: {len(train)} train images ({len(train.classes)} classes), {len(test)} test images "
-            f"({len(test.classes)} held-out classes); {steps} steps per run, eval every {every}")
-    recipe = get_recipe("proxy_nca")
+    data = {"dataset": "shapes", "num_classes": 100, "shapes_per_class": per_class, "image_size": 32}
+    ctx.log(f"  data: the recipe's shapes split, {50 * per_class} train images (50 classes), {50 * per_class} test "
+            f"images (50 held-out classes); {steps} steps per run, eval every {every}")
     methods = {"proxy_nca": {"loss": "proxy_nca"}, "triplet": {"loss": "triplet", "mining": "semihard"}}
     curves: dict[str, dict[str, list[list[float]]]] = {m: {"recall@1": [], "map@r": [], "r_precision": []}
                                                        for m in methods}
     eval_steps: list[int] = []
     for seed in ctx.seeds:
         for name, over in methods.items():
-            cfg = recipe.config("quick", {**over, "steps": steps, "eval_every": every, "seed": seed,
-                                          "samples_per_class": 4, "batch_size": 8, "log_every": 0,
-                                          "eval_nmi": False, "lr": 1e-3, "optimizer": "rmsprop",
-                                          "proxy_lr_mult": 100.0})
-            torch.manual_seed(seed)
-            task = build_task(cfg, train, test)
-            res = Trainer(cfg, task, None, progress=False).fit()
+            # = vislearn train proxy_nca --set loss=... --set steps=... (every key below as --set)
+            res = recipes.run("proxy_nca", "quick", {**data, **over, "steps": steps, "eval_every": every,
+                                                     "seed": seed, "samples_per_class": 4, "batch_size": 8,
+                                                     "log_every": 0, "eval_nmi": False, "lr": 1e-3,
+                                                     "optimizer": "rmsprop", "proxy_lr_mult": 100.0},
+                              progress=False)
             if res.interrupted:
                 raise KeyboardInterrupt(f"{name} seed {seed} interrupted at step {res.step}")
             evals = [h for h in res.history if h["split"] == "eval"]

@@ -105,6 +105,31 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
     eval_batch_size: int = 0  # 0: the training batch size
+    # Lengths stated in epochs and batches stated per process; :func:`resolve_config` turns them into
+    # ``steps``/``decay_every``/``batch_size`` where the dataset length and the world size are known.
+    epochs: float = 0.0  # > 0: steps = this many epochs
+    batch_per_replica: int = 0  # > 0: batch_size = this × the number of processes
+    decay_epochs: float = 0.0  # > 0: decay_every = this many epochs of steps
+
+
+def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainConfig:
+    """A copy of ``cfg`` with the epoch- and per-replica settings turned into engine settings.
+
+    ``batch_size = batch_per_replica × world_size`` when ``batch_per_replica > 0``; an epoch is
+    ``max(1, train_size // batch_size)`` steps (the engine drops the last partial batch), and
+    ``steps = max(1, round(epochs × steps_per_epoch))``, ``decay_every = max(1, round(decay_epochs
+    × steps_per_epoch))`` when those are > 0. ``cfg`` itself is never changed (a pure function).
+    """
+    changes: dict[str, Any] = {}
+    batch = cfg.batch_per_replica * world_size if cfg.batch_per_replica > 0 else cfg.batch_size
+    if batch != cfg.batch_size:
+        changes["batch_size"] = batch
+    steps_per_epoch = max(1, train_size // max(1, batch))
+    if cfg.epochs > 0:
+        changes["steps"] = max(1, round(cfg.epochs * steps_per_epoch))
+    if cfg.decay_epochs > 0:
+        changes["decay_every"] = max(1, round(cfg.decay_epochs * steps_per_epoch))
+    return dataclasses.replace(cfg, **changes) if changes else dataclasses.replace(cfg)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,15 +186,17 @@ class Trainer:
                  resume: bool = False, progress: bool = True,
                  callbacks: list[Callable[[Trainer, int], None]] | None = None,
                  config_record: dict[str, Any] | None = None) -> None:
+        probe = "cuda" if (cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda")) \
+            and torch.cuda.is_available() else "cpu"
+        self.dist = init_distributed(probe)
+        # Epochs and per-replica batches resolve here, where the dataset length and world size are known.
+        cfg = resolve_config(cfg, len(task.train_set), self.dist.world_size)
         self.cfg, self.task = cfg, task
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = resume
         self.hooks: list[Hook] = [*task.hooks, *(CallbackHook(fn, self) for fn in callbacks or [])]
-        self.config_record = config_record or dataclasses.asdict(cfg)
+        self.config_record = {**(config_record or {}), **dataclasses.asdict(cfg)}
         self._validate()
-        probe = "cuda" if (cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda")) \
-            and torch.cuda.is_available() else "cpu"
-        self.dist = init_distributed(probe)
         self.device = resolve_device(cfg.device, self.dist)
         self.progress = progress and self.dist.is_main and sys.stderr.isatty()
         split = self.dist.world_size * cfg.grad_accum_steps
