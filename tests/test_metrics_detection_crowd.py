@@ -96,9 +96,9 @@ def _run_oracle(coco_cls, eval_cls, dataset, results, use_cats=True):
     return ev
 
 
-@pytest.fixture(scope="module")
-def scene():
-    gtb, gtl, crowd, area, dtb, dts, dtl = _crowd_scene(60, seed=3)
+@pytest.fixture(scope="module", params=[3, 11])
+def scene(request):
+    gtb, gtl, crowd, area, dtb, dts, dtl = _crowd_scene(60, seed=request.param)
     dataset, results = to_coco_json(gtb, gtl, dtb, dts, dtl, N_CLS, image_size=(SIZE, SIZE), gt_iscrowd=crowd,
                                     gt_areas=area)
     oracles = {"pycocotools": _run_oracle(COCO, COCOeval, dataset, results),
