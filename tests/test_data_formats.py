@@ -128,7 +128,7 @@ def _coco_files(tmp_path):
 def test_coco_roundtrip_against_pycocotools(tmp_path):
     from pycocotools.coco import COCO
     path, root, _ = _coco_files(tmp_path)
-    ds = CocoDetection(path, root)
+    ds = CocoDetection(path, root, include_crowd=False)
     coco = COCO(str(path))
     assert ds.skipped == {"crowd": 1}
     assert ds.ids == [11, 5, 99] and ds.category_ids == sorted(coco.getCatIds()) == [3, 7]
@@ -151,6 +151,34 @@ def test_coco_roundtrip_against_pycocotools(tmp_path):
     assert torch.equal(t["boxes"][0], torch.tensor([50 - 11.5, 2.0, 50 - 1.5, 7.5]))
 
 
+def test_coco_keeps_crowd_regions_and_annotation_areas(tmp_path):
+    from pycocotools.coco import COCO
+    path, root, data = _coco_files(tmp_path)
+    # segment areas that differ from the boxes' w·h, as in COCO; one annotation without an area
+    areas = {1: 41.25, 2: 63.5, 3: 1234.5}
+    for ann in data["annotations"]:
+        if ann["id"] in areas:
+            ann["area"] = areas[ann["id"]]
+            ann["segmentation"] = [[0, 0, 1, 0, 1, 1]]
+        else:
+            del ann["area"]
+    path.write_text(json.dumps(data))
+    ds = CocoDetection(path, root)  # crowds are kept by default
+    coco = COCO(str(path))
+    assert ds.skipped == {}
+    for i, img_id in enumerate(ds.ids):
+        t = ds.target(i)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        assert t["iscrowd"].tolist() == [bool(a["iscrowd"]) for a in anns]
+        assert t["area"].dtype == torch.float64
+        assert t["area"].tolist() == [a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns]
+    assert ds.target(0)["iscrowd"].tolist() == [False, False, True]
+    assert ds.target(0)["area"].tolist() == [41.25, 63.5, 1234.5]
+    assert ds.target(1)["area"].tolist() == [30.0]  # no "area" in the file: the box's 5 × 6
+    _, t = ds[0]  # the image path carries them too
+    assert t["iscrowd"].tolist() == [False, False, True] and t["area"].tolist() == [41.25, 63.5, 1234.5]
+
+
 def test_coco_bad_annotations_are_counted_and_reported(tmp_path):
     path, root, data = _coco_files(tmp_path)
     data["annotations"] += [
@@ -163,7 +191,7 @@ def test_coco_bad_annotations_are_counted_and_reported(tmp_path):
     ]
     path.write_text(json.dumps(data))
     with pytest.warns(UserWarning, match="skipped 5 unusable annotation"):
-        ds = CocoDetection(path, root)
+        ds = CocoDetection(path, root, include_crowd=False)
     assert ds.skipped == {"crowd": 1, "unknown_image": 1, "unknown_category": 1, "malformed": 2, "empty_box": 1}
     assert ds.target(1)["boxes"].tolist() == [[3, 4, 8, 10], [25, 25, 30, 30]]
 

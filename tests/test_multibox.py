@@ -110,3 +110,69 @@ def test_training_module_drops_degenerate_and_handles_empty_images():
     # kept: the first box, the clipped fourth one and the whole-image box; dropped: zero width, outside
     assert float(out["matched"]) == 3 and torch.isfinite(out["loss"])
     out["loss"].backward()
+
+
+def test_crowd_regions_are_left_out_of_training_targets():
+    from vislearn.losses import MultiBoxLoss
+    from vislearn.recipes.multibox import MultiBoxModule, PostClassifierModule
+
+    torch.manual_seed(0)
+    m = create_model("msc_multibox", image_size=64, **SMALL).eval()
+    mod = MultiBoxModule(m, MultiBoxLoss())
+    x = torch.rand(2, 3, 64, 64)
+    regular = [torch.tensor([[5.0, 5, 30, 40]]), torch.tensor([[10.0, 12, 50, 60], [0, 0, 20, 20]])]
+    crowd_box = torch.tensor([[0.0, 0, 64, 40]])
+    plain = [{"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long)} for b in regular]
+    flagged = [{**t, "iscrowd": torch.zeros(len(t["boxes"]), dtype=torch.bool)} for t in plain]
+    with_crowd = [{"boxes": torch.cat([crowd_box, regular[0]]), "labels": torch.zeros(2, dtype=torch.long),
+                   "iscrowd": torch.tensor([True, False])}, flagged[1]]
+    with torch.no_grad():
+        ref = mod((x, plain))
+        for targets in (flagged, with_crowd):  # no crowd: as before; a crowd region: as if absent
+            out = mod((x, targets))
+            assert float(out["matched"]) == 3 and torch.equal(out["loss"], ref["loss"])
+        assert float(mod((x, [{"boxes": with_crowd[0]["boxes"]}, plain[1]]))["matched"]) == 4  # unflagged: a box
+    clf = ProposalClassifier(m, num_classes=2).eval()
+    post = PostClassifierModule(clf, num_proposals=4)
+    with torch.no_grad():
+        assert torch.equal(post((x, with_crowd))["loss"], post((x, plain))["loss"])
+
+
+def test_evaluate_proposals_ignores_proposals_on_crowds_and_resize_scales_areas():
+    from torch.utils.data import DataLoader
+
+    from vislearn.data.collate import detection_collate
+    from vislearn.recipes.multibox import ResizedDetection, evaluate_proposals
+
+    class FixedProposals(torch.nn.Module):  # a hit (IoU 0.9) and, scored higher, one on the crowd region
+        priors = torch.zeros(1, 4)
+
+        def propose(self, images, top_k, nms_iou):
+            n = len(images)
+            return [torch.tensor([[60.0, 60, 90, 90], [0, 0, 40, 36]])] * n, [torch.tensor([0.9, 0.5])] * n
+
+    class Items(torch.utils.data.Dataset):  # 50×25 images: ×4 in x, ×2 in y when resized to 100×100
+        def __init__(self, crowd):
+            self.crowd = crowd
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            t = {"boxes": torch.tensor([[0.0, 0, 10, 20], [12.5, 25, 25, 50]]), "labels": torch.zeros(2).long(),
+                 "area": torch.tensor([150.0, 300.0], dtype=torch.float64)}
+            if self.crowd:
+                t["iscrowd"] = torch.tensor([False, True])
+            return torch.rand(3, 50, 25), t
+
+    _, t = ResizedDetection(Items(True), 100)[0]
+    assert t["boxes"].tolist() == [[0.0, 0, 40, 40], [50, 50, 100, 100]]
+    assert t["area"].tolist() == [1200.0, 2400.0] and t["area"].dtype == torch.float64
+    out = {c: evaluate_proposals(FixedProposals(), DataLoader(ResizedDetection(Items(c), 100), batch_size=2,
+                                                              collate_fn=detection_collate), top_k=2, num_proposals=(2,))
+           for c in (True, False)}
+    # flagged: the proposal inside the region has crowd IoU 1 and is ignored; the region is not a box to find
+    assert out[True] == {"recall@2": 1.0, "proposal_ap50": 1.0}
+    # unflagged, the region is a box that the proposal misses (IoU 900/2500) and the proposal a false positive
+    # ranked first: precision 1/2 up to recall 1/2
+    assert out[False]["recall@2"] == 0.5 and out[False]["proposal_ap50"] == pytest.approx(0.5 * 51 / 101)

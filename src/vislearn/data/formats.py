@@ -125,12 +125,17 @@ class CocoDetection(Dataset):
     under ``image_root``.
 
     Items are ``(image 3×H×W in [0, 1], {"boxes": K×4 float xyxy pixels, "labels": K long, "image_id":
-    the COCO image id, "iscrowd": K bool})`` like ``shapes_detection``; labels are 0-based indices into
-    ``.classes`` (categories sorted by id; ``.category_ids[label]`` maps back to the COCO id). COCO boxes
-    ``[x, y, w, h]`` become ``[x, y, x + w, y + h]``, clipped to the image when its width/height are given.
+    the COCO image id, "iscrowd": K bool, "area": K float64})`` like ``shapes_detection``; labels are
+    0-based indices into ``.classes`` (categories sorted by id; ``.category_ids[label]`` maps back to the
+    COCO id). COCO boxes ``[x, y, w, h]`` become ``[x, y, x + w, y + h]``, clipped to the image when its
+    width/height are given. ``area`` is the annotation's ``area`` (for COCO the segment's area, which
+    COCO evaluation's small/medium/large ranges use), or the clipped box's ``w·h`` where the annotation
+    has none; transforms do not change it.
 
-    Crowd regions (``iscrowd: 1``) are left out unless ``include_crowd`` (then flagged in ``iscrowd``), as
-    COCO evaluation ignores them. Annotations that cannot be used — a missing or malformed field, an
+    Crowd regions (``iscrowd: 1``) are kept and flagged in ``iscrowd`` so that evaluation can ignore
+    detections on them (:func:`vislearn.metrics.evaluate_detections` ``gt_iscrowd``/``gt_areas``);
+    training code must leave them out of its targets. ``include_crowd=False`` drops them (counted under
+    ``crowd`` in ``.skipped``). Annotations that cannot be used — a missing or malformed field, an
     unknown image or category id, an empty box — are skipped, counted in ``.skipped`` and reported in one
     warning (left-out crowds are counted under ``crowd`` without a warning). A file that is not COCO json
     (no ``images`` or ``categories`` list, images without ``id``/``file_name``, duplicate ids) is a
@@ -138,7 +143,7 @@ class CocoDetection(Dataset):
     """
 
     def __init__(self, annotation_json: str | os.PathLike, image_root: str | os.PathLike,
-                 transform: Callable | None = None, include_crowd: bool = False) -> None:
+                 transform: Callable | None = None, include_crowd: bool = True) -> None:
         self.annotation_json, self.image_root = Path(annotation_json), Path(image_root)
         self.transform = transform
         src = self.annotation_json
@@ -183,7 +188,7 @@ class CocoDetection(Dataset):
         self.ids = [im["id"] for im in self.images]
 
         skipped: Counter = Counter()
-        per_image: list[list[tuple[list[float], int, bool]]] = [[] for _ in self.images]
+        per_image: list[list[tuple[list[float], int, bool, float]]] = [[] for _ in self.images]
         for ann in anns:
             try:
                 image_id, cat, bbox = ann["image_id"], ann["category_id"], ann["bbox"]
@@ -209,7 +214,10 @@ class CocoDetection(Dataset):
             if not (x1 > x0 and y1 > y0) or not all(np.isfinite([x0, y0, x1, y1])):
                 skipped["empty_box"] += 1
                 continue
-            per_image[index[image_id]].append(([x0, y0, x1, y1], cat_index[cat], crowd))
+            area = ann.get("area")
+            if not isinstance(area, (int, float)) or not np.isfinite(area) or area < 0:
+                area = (x1 - x0) * (y1 - y0)  # no usable annotation area: the box's
+            per_image[index[image_id]].append(([x0, y0, x1, y1], cat_index[cat], crowd, area))
         self.skipped = dict(skipped)
         problems = {k: v for k, v in skipped.items() if k != "crowd"}  # leaving out crowds is expected
         if problems:
@@ -221,6 +229,7 @@ class CocoDetection(Dataset):
                 "boxes": torch.tensor([r[0] for r in rows], dtype=torch.float32).reshape(-1, 4),
                 "labels": torch.tensor([r[1] for r in rows], dtype=torch.long),
                 "iscrowd": torch.tensor([r[2] for r in rows], dtype=torch.bool),
+                "area": torch.tensor([r[3] for r in rows], dtype=torch.float64),
             })
 
     def __len__(self) -> int:

@@ -7,6 +7,12 @@ The protocol is COCOeval's (``pycocotools/cocoeval.py``), which the tests use as
   with the highest IoU ``>= t`` (ties: the later box; ground truth outside the area range is
   "ignored" and taken only when no regular box qualifies; a detection matched to an ignored box,
   or unmatched and outside the area range, is ignored);
+* crowd regions (``iscrowd``, COCO's ignore regions) are ignored ground truth that is never used up:
+  any number of detections can match one, and their IoU is ``intersection / area(detection)``
+  (pycocotools' ``maskUtils.iou`` with the crowd flag), so detections lying on a crowd are ignored
+  instead of counted as false positives; crowds never count as ground truth to recall;
+* the area range tests each ground truth's annotation ``area`` (COCO's is the segment's area, not the
+  box's; default ``w·h``) and each unmatched detection's box ``w·h``;
 * per category and ``max_dets``: the first ``max_dets`` detections of every image are pooled,
   sorted by score (stable, image order breaks ties), precision is made monotone and read at the 101
   recall points ``0, 0.01, …, 1`` (interpolated AP); recall is matched/ground-truth count;
@@ -16,10 +22,11 @@ The protocol is COCOeval's (``pycocotools/cocoeval.py``), which the tests use as
 What differs from pycocotools: the greedy matching runs for all images at once, one detection rank
 per step over ``images × thresholds × boxes`` arrays (pycocotools loops in Python over images,
 categories, area ranges, thresholds, detections and boxes), and only one area range is evaluated at
-a time. Crowd annotations (``iscrowd``) are not supported: every ground-truth box is a regular one.
-IoU is the COCO box IoU (``w·h`` areas, no +1).
+a time. IoU is the COCO box IoU (``w·h`` areas, no +1).
 
-Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K``, labels ``K``.
+Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K``, labels ``K``; for
+the ground truth optionally ``gt_iscrowd`` (bool ``K``) and ``gt_areas`` (float ``K``), where a ``None``
+entry (or list) means no crowds / ``w·h`` areas for that image.
 """
 
 from __future__ import annotations
@@ -102,17 +109,32 @@ def _as_np(x, shape_last: int | None, where: str, dtype=np.float64) -> np.ndarra
     return a
 
 
-def _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels) -> None:
+def _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None) -> None:
     n = len(gt_boxes)
     for name, lst in (("dt_boxes", dt_boxes), ("dt_scores", dt_scores), ("dt_labels", dt_labels),
-                      ("gt_labels", gt_labels)):
+                      ("gt_labels", gt_labels), ("gt_iscrowd", gt_iscrowd), ("gt_areas", gt_areas)):
         if lst is not None and len(lst) != n:
             raise UserError(f"{name} has {len(lst)} images but gt_boxes has {n}")
 
 
-def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels):
-    """Concatenate per-image lists into flat arrays with image indices; validate shapes and boxes."""
-    db, ds, dl, di, gb, gl, gi = [], [], [], [], [], [], []
+def _per_gt(values, i: int, n: int, name: str, dtype) -> np.ndarray | None:
+    """Image ``i``'s entry of an optional per-ground-truth list (``None``: not given)."""
+    if values is None or values[i] is None:
+        return None
+    a = _as_np(values[i], None, f"{name}[{i}]", dtype)
+    if len(a) != n:
+        raise UserError(f"image {i}: {n} ground-truth boxes but {len(a)} {name} values")
+    return a
+
+
+def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None):
+    """Concatenate per-image lists into flat arrays with image indices; validate shapes and boxes.
+
+    Returns ``(dt boxes, scores, labels, image, gt boxes, labels, image, crowd, area)``; the labels are
+    ``None`` when not given, crowd ``None`` when no image has a crowd region, area ``None`` when no
+    image gives areas (``w·h`` fills the images without).
+    """
+    db, ds, dl, di, gb, gl, gi, gc, ga = [], [], [], [], [], [], [], [], []
     for i in range(len(gt_boxes)):
         b = _as_np(dt_boxes[i], 4, f"dt_boxes[{i}]")
         s = _as_np(dt_scores[i], None, f"dt_scores[{i}]")
@@ -131,6 +153,8 @@ def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels):
             if len(lab) != len(g):
                 raise UserError(f"image {i}: {len(g)} ground-truth boxes but {len(lab)} labels")
             gl.append(lab)
+        gc.append(_per_gt(gt_iscrowd, i, len(g), "gt_iscrowd", bool))
+        ga.append(_per_gt(gt_areas, i, len(g), "gt_areas", np.float64))
     def cat(xs, shape):
         return np.concatenate(xs) if xs else np.zeros(shape)
 
@@ -144,7 +168,19 @@ def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels):
             raise UserError(f"{name} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
     if not np.isfinite(out[1]).all():
         raise UserError("detection scores contain NaN or infinite values")
-    return out
+    crowd = None
+    if any(c is not None and c.any() for c in gc):
+        crowd = np.concatenate([np.zeros(len(g), bool) if c is None else c for g, c in zip(gb, gc, strict=True)])
+    area = None
+    if any(a is not None for a in ga):
+        area = np.concatenate([_box_area(g) if a is None else a for g, a in zip(gb, ga, strict=True)])
+        if not np.isfinite(area).all() or (area < 0).any():
+            raise UserError("gt_areas must be finite and non-negative")
+    return (*out, crowd, area)
+
+
+def _box_area(b: np.ndarray) -> np.ndarray:
+    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
 def _group_rank(group: np.ndarray, order: np.ndarray, num_groups: int) -> np.ndarray:
@@ -157,21 +193,28 @@ def _group_rank(group: np.ndarray, order: np.ndarray, num_groups: int) -> np.nda
     return rank
 
 
-def _coco_iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``...×D×G`` COCO box IoU of ``...×D×4`` and ``...×G×4`` xyxy boxes (0 where the union is 0)."""
+def _coco_iou(d: np.ndarray, g: np.ndarray, g_crowd: np.ndarray | None = None) -> np.ndarray:
+    """``...×D×G`` COCO box IoU of ``...×D×4`` and ``...×G×4`` xyxy boxes (0 where the union is 0).
+
+    Against a crowd region (``g_crowd``, ``...×G`` bool) the denominator is the detection's area alone.
+    """
     iw = np.minimum(d[..., :, None, 2], g[..., None, :, 2]) - np.maximum(d[..., :, None, 0], g[..., None, :, 0])
     ih = np.minimum(d[..., :, None, 3], g[..., None, :, 3]) - np.maximum(d[..., :, None, 1], g[..., None, :, 1])
     inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    da = (d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])
-    ga = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
-    union = da[..., :, None] + ga[..., None, :] - inter
+    da = _box_area(d)[..., :, None]
+    union = da + _box_area(g)[..., None, :] - inter
+    if g_crowd is not None:
+        union = np.where(g_crowd[..., None, :], da, union)
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where((inter > 0) & (union > 0), inter / np.where(union > 0, union, 1), 0.0)
     return iou
 
 
-def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr):
-    """COCOeval's greedy matching for every group at once → (matched ``T×Nd``, ignored-by-match ``T×Nd``)."""
+def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr, g_crowd=None):
+    """COCOeval's greedy matching for every group at once → (matched ``T×Nd``, ignored-by-match ``T×Nd``).
+
+    ``g_ign`` must include the crowd regions ``g_crowd`` (``None``: none), which are never marked taken.
+    """
     T, Nd = len(thr), len(db)
     dtm = np.zeros((T, Nd), bool)
     dig = np.zeros((T, Nd), bool)
@@ -193,7 +236,8 @@ def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr):
         dv, gv = dp >= 0, gp >= 0
         dbox = np.where(dv[..., None], db[np.maximum(dp, 0)], 0.0)
         gbox = np.where(gv[..., None], gb[np.maximum(gp, 0)], 0.0)
-        ious = _coco_iou(dbox, gbox)  # B×D×G
+        gcrowd = None if g_crowd is None else np.where(gv, g_crowd[np.maximum(gp, 0)], False)
+        ious = _coco_iou(dbox, gbox, gcrowd)  # B×D×G
         gign = np.where(gv, g_ign[np.maximum(gp, 0)], False)
         bonus = np.where(gign, 0.0, 2.0)[:, None, :]  # regular boxes beat ignored ones
         taken = ~gv[:, None, :].repeat(T, 1)  # B×T×G: padding counts as taken
@@ -208,7 +252,7 @@ def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr):
             j = G - 1 - key[..., ::-1].argmax(-1)  # last maximum, as COCOeval's ">=" update
             best = np.take_along_axis(key, j[..., None], -1)[..., 0]
             ok = (best >= 0) & live[:, None]
-            taken[rows, np.arange(T)[None, :], j] |= ok
+            taken[rows, np.arange(T)[None, :], j] |= ok if gcrowd is None else ok & ~gcrowd[rows, j]
             idx = dp[live, d]
             dtm[:, idx] = ok[live].T
             dig[:, idx] = (ok & gign[rows, j])[live].T
@@ -218,8 +262,8 @@ def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr):
 def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence,
                         dt_labels: Sequence | None = None, gt_labels: Sequence | None = None, *,
                         num_classes: int | None = None, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
-                        max_dets: Sequence[int] = (1, 10, 100),
-                        area_range: tuple[float, float] | None = None) -> DetectionEvaluation:
+                        max_dets: Sequence[int] = (1, 10, 100), area_range: tuple[float, float] | None = None,
+                        gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> DetectionEvaluation:
     """COCOeval's ``evaluate()`` + ``accumulate()`` for boxes, vectorised.
 
     Args:
@@ -231,19 +275,25 @@ def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Seque
             result is the same since categories without ground truth are skipped).
         iou_thresholds: COCO's ``0.5:0.05:0.95`` by default.
         max_dets: detections per image considered (COCOeval ``maxDets``; sorted ascending).
-        area_range: ``(lo, hi)`` on ground-truth area ``w·h`` (COCO "small" is ``(0, 32²)``); default all.
+        area_range: ``(lo, hi)`` on ground-truth area (COCO "small" is ``(0, 32²)``, "medium"
+            ``(32², 96²)``, "large" ``(96², 1e10)``); default all.
+        gt_iscrowd: per-image bool ``K``: crowd regions (COCO ``iscrowd``), ignored ground truth on
+            which detections are ignored; default none.
+        gt_areas: per-image ground-truth areas ``K`` for ``area_range`` (COCO's annotation ``area``);
+            default ``w·h`` of the box.
     """
     use_cats = dt_labels is not None or gt_labels is not None
     if use_cats and (dt_labels is None or gt_labels is None):
         raise UserError("pass both dt_labels and gt_labels (or neither, for class-agnostic evaluation)")
-    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd, gt_areas)
     max_dets = tuple(sorted(int(m) for m in max_dets))
     if not max_dets or max_dets[0] < 1:
         raise UserError(f"max_dets must be positive integers, got {max_dets}")
     thr = np.asarray(iou_thresholds, np.float64).reshape(-1)
     if thr.size == 0 or ((thr < 0) | (thr > 1)).any():
         raise UserError(f"IoU thresholds must be in [0, 1], got {thr.tolist()}")
-    db, ds, dl, di, gb, gl, gi = _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+    db, ds, dl, di, gb, gl, gi, gc, g_area = _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels,
+                                                      gt_iscrowd, gt_areas)
     n_img = len(gt_boxes)
     if use_cats:
         cats = np.arange(num_classes) if num_classes is not None else np.unique(gl)
@@ -261,17 +311,20 @@ def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Seque
     dkeep, gkeep = dk >= 0, gk >= 0
     db, ds, di, dk = db[dkeep], ds[dkeep], di[dkeep], dk[dkeep]
     gb, gi, gk = gb[gkeep], gi[gkeep], gk[gkeep]
+    gc = None if gc is None else gc[gkeep]
+    g_area = _box_area(gb) if g_area is None else g_area[gkeep]
     num_groups = K * n_img
     d_group, g_group = dk * n_img + di, gk * n_img + gi
     order = np.lexsort((-ds, d_group))  # by group, then score descending (stable: input order on ties)
     d_rank = _group_rank(d_group, order, num_groups)
     keep = d_rank < max_dets[-1]
     db, ds, d_group, d_rank, dk = db[keep], ds[keep], d_group[keep], d_rank[keep], dk[keep]
-    g_area = (gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1])
-    d_area = (db[:, 2] - db[:, 0]) * (db[:, 3] - db[:, 1])
+    d_area = _box_area(db)
     lo, hi = (0.0, 1e5**2) if area_range is None else (float(area_range[0]), float(area_range[1]))
     g_ign = (g_area < lo) | (g_area > hi)
-    dtm, dig = _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr)
+    if gc is not None:
+        g_ign |= gc
+    dtm, dig = _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr, gc)
     dig |= ~dtm & ((d_area < lo) | (d_area > hi))[None, :]
     T, R, M = len(thr), len(REC_THRESHOLDS), len(max_dets)
     precision = -np.ones((T, R, K, M))
@@ -310,57 +363,67 @@ def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Seque
 
 
 def proposal_recall(boxes: Sequence, scores: Sequence, gt_boxes: Sequence, iou: float = 0.5,
-                    num_proposals: Sequence[int] = (10, 50, 100, 1000)) -> dict[int, float]:
+                    num_proposals: Sequence[int] = (10, 50, 100, 1000), *, gt_iscrowd: Sequence | None = None,
+                    gt_areas: Sequence | None = None) -> dict[int, float]:
     """Class-agnostic recall of the top-``n`` proposals per image at IoU ``iou`` → ``{n: recall}``.
 
     Recall = ground-truth boxes matched (greedily by score, as COCOeval with ``useCats=0``,
-    ``iouThrs=[iou]``, ``maxDets=num_proposals``) / all ground-truth boxes.
+    ``iouThrs=[iou]``, ``maxDets=num_proposals``) / all ground-truth boxes that are not crowd regions.
     """
-    ev = evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=[iou], max_dets=num_proposals)
+    ev = evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=[iou], max_dets=num_proposals,
+                             gt_iscrowd=gt_iscrowd, gt_areas=gt_areas)
     return {int(n): float(ev.recall[0, 0, m]) for m, n in enumerate(ev.max_dets)}
 
 
 def proposal_ap(boxes: Sequence, scores: Sequence, gt_boxes: Sequence, iou: float | None = 0.5,
-                max_dets: int = 100) -> float:
+                max_dets: int = 100, *, gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> float:
     """Class-agnostic AP of ranked proposals (COCOeval ``useCats=0``) at IoU ``iou``
     (``None``: averaged over 0.5:0.95), with ``max_dets`` proposals per image."""
     thr = COCO_IOU_THRESHOLDS if iou is None else [iou]
-    return evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=thr, max_dets=[max_dets]).ap()
+    return evaluate_detections(boxes, scores, gt_boxes, iou_thresholds=thr, max_dets=[max_dets],
+                               gt_iscrowd=gt_iscrowd, gt_areas=gt_areas).ap()
 
 
 def detection_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_boxes: Sequence,
-                  gt_labels: Sequence, iou: float = 0.5, max_dets: int = 100,
-                  num_classes: int | None = None) -> float:
+                  gt_labels: Sequence, iou: float = 0.5, max_dets: int = 100, num_classes: int | None = None, *,
+                  gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> float:
     """Mean over categories of AP at one IoU (``0.5``: the PASCAL/ILSVRC-style mAP@0.5, COCO's AP50)."""
     return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
-                               iou_thresholds=[iou], max_dets=[max_dets]).ap()
+                               iou_thresholds=[iou], max_dets=[max_dets], gt_iscrowd=gt_iscrowd,
+                               gt_areas=gt_areas).ap()
 
 
 def coco_map(dt_boxes: Sequence, dt_scores: Sequence, dt_labels: Sequence, gt_boxes: Sequence,
-             gt_labels: Sequence, max_dets: int = 100, num_classes: int | None = None) -> float:
+             gt_labels: Sequence, max_dets: int = 100, num_classes: int | None = None, *,
+             gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> float:
     """COCO mAP@[.5:.95] (COCOeval's first ``stats`` entry)."""
     return evaluate_detections(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes=num_classes,
-                               max_dets=[max_dets]).ap()
+                               max_dets=[max_dets], gt_iscrowd=gt_iscrowd, gt_areas=gt_areas).ap()
 
 
 def to_coco_json(gt_boxes: Sequence, gt_labels: Sequence, dt_boxes: Sequence, dt_scores: Sequence,
-                 dt_labels: Sequence, num_classes: int, image_size: tuple[int, int] = (640, 640)
-                 ) -> tuple[dict, list[dict]]:
+                 dt_labels: Sequence, num_classes: int, image_size: tuple[int, int] = (640, 640), *,
+                 gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> tuple[dict, list[dict]]:
     """Per-image xyxy lists in COCO's json layout: ``(ground-truth dataset, detection results)``.
 
     Image ``i`` gets id ``i + 1`` and label ``c`` category id ``c + 1``; boxes become ``[x, y, w, h]``
-    with area ``w·h``. The dataset can be given to ``pycocotools.coco.COCO`` (``dataset`` +
-    ``createIndex``) and the results to its ``loadRes``, to check our evaluator against the official one.
+    with ``iscrowd`` from ``gt_iscrowd`` (default 0) and ``area`` from ``gt_areas`` (default ``w·h``).
+    The dataset can be given to ``pycocotools.coco.COCO`` (``dataset`` + ``createIndex``) and the
+    results to its ``loadRes``, to check our evaluator against the official one.
     """
+    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd, gt_areas)
     height, width = image_size
     images = [{"id": i + 1, "width": width, "height": height} for i in range(len(gt_boxes))]
     anns, results = [], []
     for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels, strict=True)):
-        for b, c in zip(_as_np(boxes, 4, "gt_boxes").tolist(), _as_np(labels, None, "gt_labels", np.int64).tolist(),
-                        strict=True):
+        boxes = _as_np(boxes, 4, "gt_boxes").tolist()
+        crowd = _per_gt(gt_iscrowd, i, len(boxes), "gt_iscrowd", bool)
+        areas = _per_gt(gt_areas, i, len(boxes), "gt_areas", np.float64)
+        for n, (b, c) in enumerate(zip(boxes, _as_np(labels, None, "gt_labels", np.int64).tolist(), strict=True)):
             w, h = b[2] - b[0], b[3] - b[1]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1, "iscrowd": 0,
-                         "bbox": [b[0], b[1], w, h], "area": w * h})
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1,
+                         "iscrowd": int(crowd[n]) if crowd is not None else 0,
+                         "bbox": [b[0], b[1], w, h], "area": float(areas[n]) if areas is not None else w * h})
     for i, (boxes, scores, labels) in enumerate(zip(dt_boxes, dt_scores, dt_labels, strict=True)):
         for b, sc, c in zip(_as_np(boxes, 4, "dt_boxes").tolist(), _as_np(scores, None, "dt_scores").tolist(),
                             _as_np(labels, None, "dt_labels", np.int64).tolist(), strict=True):
@@ -389,12 +452,19 @@ class DetectionEvaluator:
         self.dt_labels: list = []
         self.gt_boxes: list = []
         self.gt_labels: list = []
+        self.gt_iscrowd: list = []  # per image, None when not given
+        self.gt_areas: list = []
 
     def update(self, dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence,
-               dt_labels: Sequence | None = None, gt_labels: Sequence | None = None) -> None:
+               dt_labels: Sequence | None = None, gt_labels: Sequence | None = None, *,
+               gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> None:
+        """Add a batch of images; ``gt_iscrowd``/``gt_areas`` as in :func:`evaluate_detections`."""
         if not self.class_agnostic and (dt_labels is None or gt_labels is None):
             raise UserError("a class-aware DetectionEvaluator needs dt_labels and gt_labels")
-        _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels)
+        _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd, gt_areas)
+        for given, store in ((gt_iscrowd, self.gt_iscrowd), (gt_areas, self.gt_areas)):
+            store += [None if given is None or x is None else torch.as_tensor(x).detach().cpu()
+                      for x in (given if given is not None else [None] * len(gt_boxes))]
         self.dt_boxes += [torch.as_tensor(b).detach().cpu() for b in dt_boxes]
         self.dt_scores += [torch.as_tensor(s).detach().cpu() for s in dt_scores]
         self.gt_boxes += [torch.as_tensor(b).detach().cpu() for b in gt_boxes]
@@ -403,6 +473,7 @@ class DetectionEvaluator:
             self.gt_labels += [torch.as_tensor(x).cpu() for x in gt_labels]
 
     def compute(self, **kwargs) -> DetectionEvaluation:
+        kwargs = {"gt_iscrowd": self.gt_iscrowd, "gt_areas": self.gt_areas, **kwargs}
         if self.class_agnostic:
             return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
         return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,

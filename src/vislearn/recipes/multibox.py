@@ -78,7 +78,8 @@ class MultiBoxConfig(TrainConfig):
 
 
 class ResizedDetection(Dataset):
-    """Wraps a detection dataset: images resized to ``size×size`` (bilinear, antialiased), boxes scaled."""
+    """Wraps a detection dataset: images resized to ``size×size`` (bilinear, antialiased), boxes (and an
+    ``area`` entry, e.g. COCO's segment areas) scaled with them."""
 
     def __init__(self, dataset: Dataset, size: int) -> None:
         self.dataset, self.size = dataset, size
@@ -95,6 +96,8 @@ class ResizedDetection(Dataset):
                                   align_corners=False, antialias=True)[0].clamp(0, 1)
             scale = torch.tensor([self.size / w, self.size / h, self.size / w, self.size / h])
             target = {**target, "boxes": target["boxes"].reshape(-1, 4).float() * scale}
+            if "area" in target:
+                target["area"] = target["area"] * (self.size / w * self.size / h)
         return image, target
 
 
@@ -138,11 +141,20 @@ def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, 
     return ResizedDetection(train, cfg.image_size), ResizedDetection(test, cfg.image_size), classes
 
 
+def _regular(target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mask of the target's boxes that are not crowd regions (COCO ``iscrowd``; training leaves those out,
+    evaluation ignores detections on them)."""
+    crowd = target.get("iscrowd")
+    n = len(target["boxes"].reshape(-1, 4))
+    return torch.ones(n, dtype=torch.bool) if crowd is None else ~crowd.reshape(-1).bool().cpu()
+
+
 def _normalised_boxes(targets: list[dict[str, torch.Tensor]], h: int, w: int) -> list[torch.Tensor]:
-    """Ground truth in normalised coordinates, clipped to the image; degenerate boxes dropped
-    (:func:`vislearn.detection.sanitize_boxes`: zero/negative size, non-finite, outside the image)."""
+    """Ground truth in normalised coordinates, clipped to the image; crowd regions and degenerate boxes
+    dropped (:func:`vislearn.detection.sanitize_boxes`: zero/negative size, non-finite, outside the image)."""
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    return [sanitize_boxes(t["boxes"].reshape(-1, 4).float().cpu(), (h, w))[0] / scale for t in targets]
+    return [sanitize_boxes(t["boxes"].reshape(-1, 4).float().cpu()[_regular(t)], (h, w))[0] / scale
+            for t in targets]
 
 
 def fit_priors_and_coder(model: nn.Module, dataset: Dataset, max_images: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -190,18 +202,22 @@ class MultiBoxModule(nn.Module):
 
 def evaluate_proposals(model: nn.Module, loader: DataLoader, top_k: int = 100, nms_iou: float = 0.5,
                        num_proposals: tuple[int, ...] = (10, 100)) -> dict[str, float]:
-    """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 over the loader."""
+    """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 over the loader; crowd regions
+    (targets' ``iscrowd``) and annotation areas (``area``) go to the evaluator as COCOeval uses them."""
     device = model.priors.device
-    boxes, scores, gts = [], [], []
+    boxes, scores, gts, crowd, areas = [], [], [], [], []
     for images, targets in loader:
         b, s = model.propose(images.to(device), top_k=top_k, nms_iou=nms_iou)
         boxes += [x.cpu() for x in b]
         scores += [x.cpu() for x in s]
         gts += [t["boxes"].reshape(-1, 4).cpu() for t in targets]
+        crowd += [t.get("iscrowd") for t in targets]
+        areas += [t.get("area") for t in targets]
     ns = tuple(n for n in num_proposals if n <= top_k) or (top_k,)
-    rec = proposal_recall(boxes, scores, gts, iou=0.5, num_proposals=ns)
+    kw = dict(gt_iscrowd=crowd, gt_areas=areas)
+    rec = proposal_recall(boxes, scores, gts, iou=0.5, num_proposals=ns, **kw)
     out = {f"recall@{n}": v for n, v in rec.items()}
-    out["proposal_ap50"] = proposal_ap(boxes, scores, gts, iou=0.5, max_dets=top_k)
+    out["proposal_ap50"] = proposal_ap(boxes, scores, gts, iou=0.5, max_dets=top_k, **kw)
     return out
 
 
@@ -273,7 +289,8 @@ class PostClassifierModule(nn.Module):
         boxes, labels = [], []
         bg = self.model.num_classes
         for p, t in zip(props, targets, strict=True):
-            g, lab = t["boxes"].reshape(-1, 4).float(), t["labels"].reshape(-1)
+            keep = _regular(t).to(t["boxes"].device)
+            g, lab = t["boxes"].reshape(-1, 4).float()[keep], t["labels"].reshape(-1)[keep]
             b = torch.cat([p.float(), g])
             y = torch.full((len(b),), bg, dtype=torch.long, device=b.device)
             if len(g):
