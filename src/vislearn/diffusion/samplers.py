@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,7 @@ _DEFAULT = CosineSchedule()
 def time_grid(steps: int) -> list[float]:
     """``[1, 1 − 1/S, …, 1/S, 0]`` for ``S = steps`` (uniform in ``t``; our choice, see the module docstring)."""
     _check_steps(steps)
+    steps = int(steps)
     return [1.0 - i / steps for i in range(steps)] + [0.0]
 
 
@@ -174,12 +176,12 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
 
 
 def _check_steps(steps: int) -> None:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
         raise UserError(f"steps must be an int >= 1, got {steps!r}")
 
 
 def _check_eta(eta: float) -> None:
-    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not 0.0 <= eta <= 1.0:
+    if not isinstance(eta, numbers.Real) or isinstance(eta, bool) or not 0.0 <= eta <= 1.0:
         raise UserError(f"eta must be a number in [0, 1], got {eta!r}")
 
 
