@@ -70,6 +70,10 @@ def sinkhorn_knopp(log_scores: torch.Tensor, iterations: int = 3, all_reduce: Al
     samples are global scalars that the next normalisation removes, so they are left out, and the
     iteration runs in log space so that no temperature or logit scale can overflow or underflow
     (the result is the same up to rounding). ``iterations=0`` is the softmax over codes.
+
+    A global constant added to ``log_scores`` changes nothing, but a per-sample one does (the first
+    step normalises the codes, not the samples): DINOv2 starts from ``exp(logits / τ)``, MSN from
+    normalised probabilities, and each caller here passes what its method uses.
     """
     if iterations < 0:
         raise UserError(f"sinkhorn iterations must be >= 0, got {iterations!r}")

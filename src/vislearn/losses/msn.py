@@ -1,0 +1,165 @@
+"""MSN's prototype loss with mean-entropy maximisation, multi-head aware for the weighted ensemble.
+
+Assran et al., "Masked Siamese Networks for Label-Efficient Learning", ECCV 2022 (MSN), and the
+retuned MSN* of Ruan et al., ICLR 2023 (App. B.2). Anchor views (the student's *masked* global view
+and its focal views; masking happens on the input, see :mod:`vislearn.data.multicrop`) are matched
+to the prototype assignment of the unmasked target view (the EMA teacher)::
+
+    p_anchor = softmax(cos(z_anchor, µ) / τ)
+    p_target = sharpen(softmax(cos(z_target, µ) / τ), T)  [-> Sinkhorn-Knopp, optional]
+    L = mean_anchors H[p_target, p_anchor] - λ · (H[mean_anchors p_anchor] - log K) + ε · mean_anchors H[p_anchor]
+
+``sharpen(p, T) = p^(1/T) / Σ p^(1/T)``, which for a softmax is ``softmax(z / (τ·T))``: computed in
+that form, so it never underflows. The last term is the official code's optional per-sample entropy
+penalty (``use_entropy``, weight 0 in its configs; lightly leaves it out); ``entropy_weight=0``
+by default. The ME-MAX mean is averaged over all processes (MSN's ``AllReduce``), and like MSN its
+gradient is passed to each process as if the mean were local, so DDP's gradient averaging gives
+the gradient of the one-process loss on the whole batch (tested with a fake world).
+
+Defaults are MSN*'s (App. B.2): ME-MAX weight λ = 4.0 and no Sinkhorn; τ = 0.1 and T = 0.25 as in
+MSN. MSN itself uses λ = 1 (the official configs) and Sinkhorn off; lightly's ``MSNLoss`` defaults to
+3 Sinkhorn iterations.
+
+Inputs are *cosine logits* (:func:`~vislearn.losses.ssl_ops.cosine_logits` of embeddings against
+prototypes, or the output of :class:`~vislearn.models.ssl_heads.MultiHead`), so teacher and student
+may use different codebooks: the paper's teacher is the EMA of every student part, codebook included
+(Alg. 2), whereas MSN's target reuses the student's prototypes. Pass the same prototypes to both to
+get MSN's (and lightly's) behaviour.
+
+Heads: logits ``(batch, codes)`` or ``(batch, heads, codes)``. The cross-entropies of each anchor
+view go through ``ensemble`` (default: the mean over heads); the target probabilities it sees, and
+whose entropy ENT takes, are those after sharpening and Sinkhorn. The paper does not say how ME-MAX
+is applied per head; we take each head's ME-MAX over its own codebook and average over heads, so
+the regulariser keeps one head's scale, like the weighted cross-entropy.
+
+With one head the value equals lightly's ``MSNLoss`` on the same tensors (tested).
+
+Example::
+
+    loss_fn = MSNLoss(num_codes=1024, num_heads=8, ensemble=WeightedEnsembleLoss("ent", gamma=0.07))
+    loss = loss_fn([student(masked_view), *[student(v) for v in focal]], teacher(view))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from vislearn.errors import UserError
+from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, code_entropy
+from vislearn.losses.ssl_ops import AllReduce, dist_all_reduce, sinkhorn_knopp, stack_views
+
+__all__ = ["MSNLoss", "mean_entropy_regularizer"]
+
+
+class _StraightThroughMean(torch.autograd.Function):
+    """Forward: the count-weighted mean of the processes' local means; backward: identity (MSN's AllReduce)."""
+
+    @staticmethod
+    def forward(ctx, local_mean: torch.Tensor, count: int, all_reduce: AllReduce) -> torch.Tensor:
+        packed = torch.cat([local_mean.detach().reshape(-1) * count,
+                            torch.tensor([float(count)], dtype=local_mean.dtype, device=local_mean.device)])
+        all_reduce(packed, "sum")
+        return (packed[:-1] / packed[-1]).reshape(local_mean.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
+def mean_entropy_regularizer(anchor_probs: torch.Tensor, all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """ME-MAX (MSN Eq. 4): ``log K - H[mean p]`` per head, averaged over heads; ≥ 0, 0 at uniform use.
+
+    ``anchor_probs`` ``(samples, heads, codes)``; the mean over samples spans all processes.
+    """
+    local = anchor_probs.mean(0)  # (H, K)
+    mean = _StraightThroughMean.apply(local, anchor_probs.shape[0], all_reduce or dist_all_reduce)
+    return (math.log(anchor_probs.shape[-1]) - code_entropy(mean)).mean()
+
+
+class MSNLoss(nn.Module):
+    """MSN / MSN* loss (module docstring).
+
+    Args:
+        num_codes: number of prototypes ``K`` per head (MSN* 4096 for one head, 1024 for ensembles).
+        num_heads: number of (projection head, codebook) pairs (MSN* ENT: 8).
+        temperature: ``τ`` of anchors and targets (0.1).
+        target_sharpen_temperature: ``T`` (0.25).
+        me_max_weight: ``λ`` (MSN* 4.0; MSN 1.0; 0 disables it).
+        entropy_weight: ``ε`` of the per-sample anchor entropy penalty (0: off, as in MSN's configs).
+        sinkhorn_iterations: Sinkhorn-Knopp on the targets (0: off, MSN*; MSN's option uses 3).
+        ensemble: how heads combine; default the mean over heads (plain MSN for one head).
+        all_reduce: the cross-process reduction (default ``torch.distributed`` when initialised).
+    """
+
+    def __init__(self, num_codes: int, num_heads: int = 1, temperature: float = 0.1,
+                 target_sharpen_temperature: float = 0.25, me_max_weight: float = 4.0, entropy_weight: float = 0.0,
+                 sinkhorn_iterations: int = 0, ensemble: WeightedEnsembleLoss | None = None,
+                 all_reduce: AllReduce | None = None) -> None:
+        super().__init__()
+        for name, value in (("num_codes", num_codes), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be an int >= 1, got {value!r}")
+        self.temperature = check_positive("temperature", temperature)
+        self.target_sharpen_temperature = check_positive("target_sharpen_temperature", target_sharpen_temperature)
+        for name, value in (("me_max_weight", me_max_weight), ("entropy_weight", entropy_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(sinkhorn_iterations, bool) or not isinstance(sinkhorn_iterations, int) \
+                or sinkhorn_iterations < 0:
+            raise UserError(f"sinkhorn_iterations must be an int >= 0, got {sinkhorn_iterations!r}")
+        if ensemble is not None and not isinstance(ensemble, WeightedEnsembleLoss):
+            raise UserError(f"ensemble must be a WeightedEnsembleLoss, got {type(ensemble).__name__}")
+        self.num_codes, self.num_heads = num_codes, num_heads
+        self.me_max_weight, self.entropy_weight = float(me_max_weight), float(entropy_weight)
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.ensemble = ensemble if ensemble is not None else WeightedEnsembleLoss("unif")
+        self.all_reduce = all_reduce or dist_all_reduce
+
+    def extra_repr(self) -> str:
+        return (f"num_codes={self.num_codes}, num_heads={self.num_heads}, temperature={self.temperature}, "
+                f"target_sharpen_temperature={self.target_sharpen_temperature}, me_max_weight={self.me_max_weight}, "
+                f"sinkhorn_iterations={self.sinkhorn_iterations}")
+
+    @torch.no_grad()
+    def target_probs(self, target_logits: torch.Tensor) -> torch.Tensor:
+        """Sharpened (and optionally Sinkhorn-normalised) targets ``(batch, heads, codes)``."""
+        z = stack_views(target_logits, "target_logits", self.num_heads, self.num_codes)[0]
+        # normalised first: Sinkhorn's result depends on each sample's scale, and MSN starts from probabilities
+        log_sharp = torch.log_softmax(z / (self.temperature * self.target_sharpen_temperature), dim=-1)
+        return sinkhorn_knopp(log_sharp, self.sinkhorn_iterations, self.all_reduce)
+
+    def _anchor_views(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, batch: int) -> torch.Tensor:
+        if isinstance(anchor_logits, torch.Tensor):
+            n = anchor_logits.shape[0]
+            if n == 0 or n % batch:
+                raise UserError(f"anchor_logits has {n} rows, not a whole number of views of the target "
+                                f"batch {batch}")
+            anchor_logits = list(anchor_logits.split(batch))  # view-major, as lightly and MSN stack them
+        views = stack_views(anchor_logits, "anchor_logits", self.num_heads, self.num_codes)
+        if views.shape[1] != batch:
+            raise UserError(f"anchor views have batch {views.shape[1]} but the target has {batch}")
+        return views
+
+    def forward(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, target_logits: torch.Tensor,
+                epoch: float | None = None) -> torch.Tensor:
+        """``anchor_logits``: a list of views or one ``(views·batch, ...)`` tensor stacked view-major;
+        ``target_logits``: ``(batch, codes)`` or ``(batch, heads, codes)``; ``epoch`` drives γ's schedule."""
+        if not isinstance(target_logits, torch.Tensor):
+            raise UserError(f"target_logits must be one tensor (MSN has one target view), got "
+                            f"{type(target_logits).__name__}")
+        with torch.autocast(target_logits.device.type, enabled=False):
+            targets = self.target_probs(target_logits)
+            anchors = self._anchor_views(anchor_logits, targets.shape[0])
+            log_probs = torch.log_softmax(anchors / self.temperature, dim=-1)  # (V, B, H, K)
+            loss = torch.stack([self.ensemble(log_probs[v], targets, epoch=epoch)
+                                for v in range(log_probs.shape[0])]).mean()
+            probs = log_probs.exp().flatten(0, 1)  # (V·B, H, K)
+            if self.me_max_weight > 0:
+                loss = loss + self.me_max_weight * mean_entropy_regularizer(probs, self.all_reduce)
+            if self.entropy_weight > 0:
+                loss = loss + self.entropy_weight * code_entropy(probs, log_probs.flatten(0, 1)).mean()
+        return loss
