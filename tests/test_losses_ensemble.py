@@ -200,3 +200,38 @@ def test_bad_scheme_and_shapes():
         weighted_ensemble_loss(log_s, t, "prob", gamma=0.5)
     with pytest.raises(UserError, match="needs gamma or schedule"):
         WeightedEnsembleLoss("ent_st")
+
+
+def _eq4_loss(log_s, t, f, gamma):
+    """The paper's general Eq. 4-5 over all (i, j) pairs: w_ijy = softmax_{(i,j)}(f_ijy / γ) (stopped),
+    L = mean_x Σ_ij H×[w_ij ⊙ t_i, s_j]; the ``Σ q - 1`` part of H× is 0 for normalised students."""
+    b, m, c = log_s.shape
+    w = torch.softmax(f.detach().reshape(b, m * m, c) / gamma, dim=1).reshape(b, m, m, c)
+    return -(w * t[:, :, None, :] * log_s[:, None, :, :]).sum((1, 2, 3)).mean()
+
+
+def test_schemes_are_instances_of_the_general_eq4():
+    torch.manual_seed(1)
+    b, m, c = 3, 4, 6
+    logits = torch.randn(b, m, c, dtype=torch.float64, requires_grad=True)
+    t = torch.softmax(torch.randn(b, m, c, dtype=torch.float64) * 2, -1)
+    log_s = torch.log_softmax(logits, -1)
+    diag = torch.where(torch.eye(m, dtype=torch.bool), 0.0, float("-inf")).to(torch.float64)  # log δ(i - j)
+    diag = diag[None, :, :, None].expand(b, m, m, c)
+    h_t = -(t * t.log()).sum(-1)  # (b, m)
+    h_s = -(log_s.exp() * log_s).sum(-1)
+    gamma = 0.4
+    cases = {
+        "unif": (diag, 1.0),
+        "ent": (-h_t[:, :, None, None] + diag, gamma),
+        "ent_st": (-h_s[:, None, :, None] + diag, gamma),
+    }
+    for scheme, (f, g) in cases.items():
+        want = _eq4_loss(log_s, t, f, g)
+        got = weighted_ensemble_loss(log_s, t, scheme, gamma=None if scheme == "unif" else gamma)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # PROB: f_ijy = log s_j(y) at γ = 1 gives the gradient of CE(mean teacher, mean student) (App. D.1)
+    f = log_s[:, None, :, :].expand(b, m, m, c)
+    g_eq4, = torch.autograd.grad(_eq4_loss(log_s, t, f, 1.0), logits, retain_graph=True)
+    g_prob, = torch.autograd.grad(weighted_ensemble_loss(log_s, t, "prob"), logits)
+    torch.testing.assert_close(g_prob, g_eq4, rtol=1e-10, atol=1e-12)

@@ -60,19 +60,19 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 
-__all__ = ["SCHEMES", "WeightedEnsembleLoss", "code_entropy", "gamma_schedule", "head_weights", "linear_ramp",
+__all__ = ["ENSEMBLE_SCHEMES", "WeightedEnsembleLoss", "code_entropy", "gamma_schedule", "head_weights", "linear_ramp",
            "weighted_ensemble_loss"]
 
-SCHEMES = ("unif", "prob", "ent", "ent_st")
+ENSEMBLE_SCHEMES = ("unif", "prob", "ent", "ent_st")
 
 
 def check_scheme(scheme: str) -> str:
-    """``scheme`` if it is one of :data:`SCHEMES`; otherwise a UserError suggesting the closest name."""
-    if scheme in SCHEMES:
+    """``scheme`` if it is one of :data:`ENSEMBLE_SCHEMES`; otherwise a UserError suggesting the closest name."""
+    if scheme in ENSEMBLE_SCHEMES:
         return scheme
-    close = difflib.get_close_matches(str(scheme), SCHEMES, n=1, cutoff=0.3)
+    close = difflib.get_close_matches(str(scheme), ENSEMBLE_SCHEMES, n=1, cutoff=0.3)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"unknown ensemble scheme {scheme!r}{hint} (choose one of {', '.join(SCHEMES)})")
+    raise UserError(f"unknown ensemble scheme {scheme!r}{hint} (choose one of {', '.join(ENSEMBLE_SCHEMES)})")
 
 
 def check_positive(name: str, value: float) -> float:

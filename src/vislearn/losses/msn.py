@@ -17,8 +17,8 @@ gradient is passed to each process as if the mean were local, so DDP's gradient 
 the gradient of the one-process loss on the whole batch (tested with a fake world).
 
 Defaults are MSN*'s (App. B.2): ME-MAX weight λ = 4.0 and no Sinkhorn; τ = 0.1 and T = 0.25 as in
-MSN. MSN itself uses λ = 1 (the official configs) and Sinkhorn off; lightly's ``MSNLoss`` defaults to
-3 Sinkhorn iterations.
+MSN. MSN's own ViT-S/16 config (``configs/pretrain/msn_vits16.yaml``) uses λ = 1 with Sinkhorn on
+(``use_sinkhorn: true``), as lightly's ``MSNLoss`` defaults do (λ = 1, 3 iterations).
 
 Inputs are *cosine logits* (:func:`~vislearn.losses.ssl_ops.cosine_logits` of embeddings against
 prototypes, or the output of :class:`~vislearn.models.ssl_heads.MultiHead`), so teacher and student
@@ -90,7 +90,7 @@ class MSNLoss(nn.Module):
         target_sharpen_temperature: ``T`` (0.25).
         me_max_weight: ``λ`` (MSN* 4.0; MSN 1.0; 0 disables it).
         entropy_weight: ``ε`` of the per-sample anchor entropy penalty (0: off, as in MSN's configs).
-        sinkhorn_iterations: Sinkhorn-Knopp on the targets (0: off, MSN*; MSN's option uses 3).
+        sinkhorn_iterations: Sinkhorn-Knopp on the targets (0: off, MSN*; MSN and lightly use 3).
         ensemble: how heads combine; default the mean over heads (plain MSN for one head).
         all_reduce: the cross-process reduction (default ``torch.distributed`` when initialised).
     """
