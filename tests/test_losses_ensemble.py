@@ -155,7 +155,8 @@ def test_gamma_schedule_values():
     np.testing.assert_allclose([gamma_schedule(e, c) for e in range(30)],
                                np.linspace(0.5, 0.05, 30) * math.log(c), rtol=1e-12)
     assert gamma_schedule(14.5, c) == pytest.approx((0.5 + (0.05 - 0.5) * 14.5 / 29) * math.log(c))
-    assert gamma_schedule(7, c, final=0.01, start=0.01) == pytest.approx(0.01 * math.log(c))  # MSN
+    assert gamma_schedule(30, c, final=0.01) == pytest.approx(0.01 * math.log(c))  # MSN*, Table 8
+    assert gamma_schedule(7, c, final=0.01, ramp_epochs=0) == pytest.approx(0.01 * math.log(c))
     assert linear_ramp(3, 1.0, 2.0, ramp_epochs=0) == 2.0
 
 

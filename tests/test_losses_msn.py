@@ -34,8 +34,8 @@ def test_equals_lightly_value_and_gradient(sinkhorn, weight):
     a2 = anchors.clone().requires_grad_(True)
     theirs = LightlyMSNLoss(temperature=0.1, sinkhorn_iterations=sinkhorn, regularization_weight=weight)
     want = theirs(a2, targets, prototypes, target_sharpen_temperature=0.25)
-    ours = MSNLoss(num_codes=12, temperature=0.1, target_sharpen_temperature=0.25, me_max_weight=weight,
-                   sinkhorn_iterations=sinkhorn)
+    ours = MSNLoss(num_codes=12, temperature=0.1, teacher_temp=0.1 * 0.25, warmup_teacher_temp=None,
+                   me_max_weight=weight, sinkhorn_iterations=sinkhorn)
     got = ours(cosine_logits(a1, prototypes), cosine_logits(targets, prototypes))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     got.backward()
@@ -56,14 +56,19 @@ def test_hand_case():
     # one anchor, one target, two codes, no regulariser: CE of sharpened softmax against the anchor softmax
     za = torch.tensor([[0.2, -0.1]])
     zt = torch.tensor([[0.5, 0.0]])
-    fn = MSNLoss(2, temperature=0.1, target_sharpen_temperature=0.5, me_max_weight=0.0)
+    fn = MSNLoss(2, temperature=0.1, teacher_temp=0.05, warmup_teacher_temp=None, me_max_weight=0.0)
     pa = [math.exp(2.0) / (math.exp(2.0) + math.exp(-1.0)), math.exp(-1.0) / (math.exp(2.0) + math.exp(-1.0))]
     pt_raw = [math.exp(5.0), 1.0]
     pt = [p**2 / (pt_raw[0] ** 2 + pt_raw[1] ** 2) for p in pt_raw]  # sharpen with T = 0.5
     want = -(pt[0] * math.log(pa[0]) + pt[1] * math.log(pa[1]))
     assert fn(za, zt).item() == pytest.approx(want, rel=1e-5)
+    # the warm-up: at epoch 0 MSN*'s teacher temperature is 0.05 (T = 0.5), at epoch 29 it is 0.025
+    warm = MSNLoss(2, me_max_weight=0.0)
+    assert warm(za, zt, epoch=0).item() == pytest.approx(want, rel=1e-5)
+    assert warm.teacher_temperature(29) == pytest.approx(0.025)
+    assert warm(za, zt, epoch=29).item() == pytest.approx(fn(za, zt, teacher_temp=0.025).item(), rel=1e-6)
     # ME-MAX of a single sample: log 2 - H[pa]
-    reg = MSNLoss(2, temperature=0.1, target_sharpen_temperature=0.5, me_max_weight=1.0)(za, zt).item() - want
+    reg = MSNLoss(2, teacher_temp=0.05, warmup_teacher_temp=None, me_max_weight=1.0)(za, zt).item() - want
     h = -(pa[0] * math.log(pa[0]) + pa[1] * math.log(pa[1]))
     assert reg == pytest.approx(math.log(2) - h, rel=1e-5)
 
@@ -91,8 +96,10 @@ def test_heads_with_ent_use_sharpened_targets_and_mean_over_heads_me_max():
     anchors = [torch.randn(b, h, k, generator=g) for _ in range(2)]
     target = torch.randn(b, h, k, generator=g)
     fn = MSNLoss(k, num_heads=h, me_max_weight=2.0, ensemble=WeightedEnsembleLoss("ent", gamma=0.3))
+    assert fn.teacher_temperature(None) == 0.025
     t = fn.target_probs(target)
     torch.testing.assert_close(t, torch.softmax(target / 0.025, -1))  # sharpen(softmax(z/0.1), 0.25)
+    torch.testing.assert_close(fn.target_probs(target, epoch=0), torch.softmax(target / 0.05, -1))
     logp = [torch.log_softmax(a / 0.1, -1) for a in anchors]
     ce = torch.stack([weighted_ensemble_loss(lp, t, "ent", 0.3) for lp in logp]).mean()
     probs = torch.cat([lp.exp() for lp in logp])
@@ -134,7 +141,8 @@ def test_cosine_logits_per_head():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, "temperature"), ({"target_sharpen_temperature": -1.0}, "target_sharpen_temperature"),
+    ({"temperature": 0.0}, "temperature"), ({"teacher_temp": -1.0}, "teacher_temp"),
+    ({"warmup_teacher_temp": 0.0}, "warmup_teacher_temp"), ({"warmup_teacher_temp_epochs": -1}, "epochs"),
     ({"me_max_weight": -1.0}, "me_max_weight"), ({"num_heads": 0}, "num_heads"),
     ({"sinkhorn_iterations": -2}, "sinkhorn_iterations")])
 def test_bad_arguments(kwargs, match):

@@ -56,8 +56,15 @@ import torch
 import torch.nn as nn
 
 from vislearn.errors import UserError
-from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, linear_ramp
-from vislearn.losses.ssl_ops import AllReduce, dist_all_reduce, global_mean, sinkhorn_knopp, stack_views
+from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive
+from vislearn.losses.ssl_ops import (
+    AllReduce,
+    TeacherTemperature,
+    dist_all_reduce,
+    global_mean,
+    sinkhorn_knopp,
+    stack_views,
+)
 
 __all__ = ["DINOLoss", "cross_view_loss"]
 
@@ -93,6 +100,8 @@ class DINOLoss(nn.Module):
         sinkhorn_iterations: Sinkhorn-Knopp iterations (3; the paper does not say).
         ensemble: how heads combine; default mean over heads (UNIF; plain DINO for one head).
         all_reduce: the cross-process reduction (default ``torch.distributed`` when initialised).
+
+    ``teacher_temperature(epoch)`` is the :class:`~vislearn.losses.ssl_ops.TeacherTemperature` schedule.
     """
 
     def __init__(self, num_codes: int, num_heads: int = 1, teacher_temp: float = 0.025,
@@ -104,12 +113,8 @@ class DINOLoss(nn.Module):
         for name, value in (("num_codes", num_codes), ("num_heads", num_heads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be an int >= 1, got {value!r}")
-        self.teacher_temp = check_positive("teacher_temp", teacher_temp)
-        self.warmup_teacher_temp = (self.teacher_temp if warmup_teacher_temp is None
-                                    else check_positive("warmup_teacher_temp", warmup_teacher_temp))
-        if isinstance(warmup_teacher_temp_epochs, bool) or not isinstance(warmup_teacher_temp_epochs, int) \
-                or warmup_teacher_temp_epochs < 0:
-            raise UserError(f"warmup_teacher_temp_epochs must be an int >= 0, got {warmup_teacher_temp_epochs!r}")
+        self.teacher_temperature = TeacherTemperature.checked(teacher_temp, warmup_teacher_temp,
+                                                              warmup_teacher_temp_epochs)
         self.student_temp = check_positive("student_temp", student_temp)
         if normalization not in ("center", "sinkhorn"):
             raise UserError(f"normalization must be 'center' or 'sinkhorn', got {normalization!r}")
@@ -123,7 +128,6 @@ class DINOLoss(nn.Module):
         if ensemble is not None and not isinstance(ensemble, WeightedEnsembleLoss):
             raise UserError(f"ensemble must be a WeightedEnsembleLoss, got {type(ensemble).__name__}")
         self.num_codes, self.num_heads = num_codes, num_heads
-        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.normalization, self.center_momentum, self.center_update = normalization, float(center_momentum), \
             center_update
         self.sinkhorn_iterations = sinkhorn_iterations
@@ -135,22 +139,14 @@ class DINOLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, num_heads={self.num_heads}, normalization={self.normalization!r}, "
-                f"teacher_temp={self.warmup_teacher_temp}->{self.teacher_temp} over "
-                f"{self.warmup_teacher_temp_epochs} epochs, student_temp={self.student_temp}")
-
-    def teacher_temperature(self, epoch: float | None = None) -> float:
-        """The teacher temperature at ``epoch`` (the final value when ``epoch`` is None)."""
-        if epoch is None:
-            return self.teacher_temp
-        return linear_ramp(epoch, self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_temp_epochs)
+                f"teacher_temperature={self.teacher_temperature}, student_temp={self.student_temp}")
 
     @torch.no_grad()
     def teacher_probs(self, teacher_out: Sequence[torch.Tensor] | torch.Tensor, epoch: float | None = None,
                       teacher_temp: float | None = None) -> torch.Tensor:
         """Teacher targets ``(views, batch, heads, codes)`` after centering or Sinkhorn (no center update)."""
         z = stack_views(teacher_out, "teacher_out", self.num_heads, self.num_codes)
-        temp = check_positive("teacher_temp", teacher_temp) if teacher_temp is not None \
-            else self.teacher_temperature(epoch)
+        temp = self.teacher_temperature(epoch, override=teacher_temp)
         return self._renormalise(z, temp)
 
     @torch.no_grad()
@@ -178,8 +174,7 @@ class DINOLoss(nn.Module):
             raise UserError(f"the student needs every teacher view and more: got {nt} teacher view(s) "
                             f"but {ns} student view(s)")
         teacher = stack_views(teacher_out, "teacher_out", self.num_heads, self.num_codes)
-        temp = check_positive("teacher_temp", teacher_temp) if teacher_temp is not None \
-            else self.teacher_temperature(epoch)
+        temp = self.teacher_temperature(epoch, override=teacher_temp)
         with torch.autocast(teacher.device.type, enabled=False):
             student = self.student_log_probs(student_out)
             if teacher.shape[1] != student.shape[1]:

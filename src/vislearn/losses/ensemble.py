@@ -24,22 +24,22 @@ Schemes (Sec. 3.3, App. A Alg. 1), all returning the mean over the batch:
   ``softmax_i(-H[t_i(·|x)] / γ)`` (stop-gradient), times head ``i``'s own cross-entropy. The
   lowest-entropy (most confident) teacher head weighs most. The paper's best scheme.
 * ``"ent_st"``: the same with the *student's* entropy ``-H[s_i]`` (stop-gradient) in place of the
-  teacher's; the paper's negative control (worse than one head, Table 11). The paper lists
-  ``f_ij = -H[s_j]`` among its candidate schemes without saying whether its ENT-ST run keeps the
-  ``log δ(i-j)`` alignment; we keep it (diagonal pairs only, like ENT), so ENT-ST differs from ENT
-  in exactly one thing: whose entropy is used.
+  teacher's; the paper's negative control (worse than one head, Table 1). Sec. 5.1 defines it as
+  Eq. 12 (``f_ij = -H[s_j]``) *with* the ``log δ(i-j)`` term, so, like ENT, only the aligned pairs
+  count, and ENT-ST differs from ENT in exactly one thing: whose entropy is used.
 
 Entropies use ``0·log 0 = 0``. Teacher probabilities must already be renormalised (DINO's centering
 or Sinkhorn-Knopp, MSN's sharpening): the paper takes the entropy after that step (App. A, Alg. 2).
 
-γ (Sec. 4, Tables 7-8): for DINO the final value is ``0.05·log c`` (``0.06·log c`` for ViT-B/8),
-reached by a linear decay from 0.5 over the first 30 epochs; for MSN 0.01 (0.005 for ViT-B/16), with
-no decay stated. The paper states the sweep values "× log c" for DINO; that the initial 0.5 and
-MSN's values are in the same ``log c`` units is our reading (the paper does not say), and
-:func:`gamma_schedule` takes every value in ``log c`` units. The decay follows DINO's
-``np.linspace(start, final, ramp_epochs)`` convention at whole epochs (the final value is reached at
-epoch ``ramp_epochs - 1``) and interpolates linearly in between, so a per-step caller may pass a
-fractional epoch.
+γ (Sec. 5.1; App. B.2.1 and Tables 7-8): for DINO the final value is ``0.05·log c`` (0.06 for
+ViT-B/8), chosen from {0.0125, ..., 0.2}·log c; for MSN 0.01 (0.005 for ViT-B/16); for both "γ is
+linearly decayed from 0.5 to the specified value" over the first 30 epochs (the tables' "γ init."
+and "γ decay epoch"). Sec. 5.1 gives the DINO values in ``log c`` units ("the scale log(c) gives the
+maximum entropy"); that the tables' 0.5 and MSN's values are in the same units is our reading (the
+paper does not say), and :func:`gamma_schedule` takes every value in ``log c`` units. The decay
+follows DINO's ``np.linspace(start, final, ramp_epochs)`` convention at whole epochs (the final
+value is reached at epoch ``ramp_epochs - 1``) and interpolates linearly in between, so a per-step
+caller may pass a fractional epoch. PROB keeps γ = 1 (Sec. 5.1).
 
 Example::
 
@@ -102,7 +102,7 @@ def gamma_schedule(epoch: float, num_codes: int, final: float = 0.05, start: flo
     """The ENT weighting temperature γ at ``epoch``, in nats: ``log(num_codes) ×`` a linear decay.
 
     Defaults are the paper's DINO setting (0.5 → 0.05, in ``log c`` units, over 30 epochs;
-    Tables 7-8). MSN: ``final=start=0.01`` (constant; the paper states no decay for MSN).
+    Table 7). MSN*: ``final=0.01`` (0.005 for ViT-B/16), the same decay (Table 8).
     """
     if isinstance(num_codes, bool) or not isinstance(num_codes, int) or num_codes < 2:
         raise UserError(f"num_codes must be an int >= 2 (log c is the maximum entropy), got {num_codes!r}")

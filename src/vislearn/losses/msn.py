@@ -9,16 +9,21 @@ to the prototype assignment of the unmasked target view (the EMA teacher)::
     p_target = sharpen(softmax(cos(z_target, µ) / τ), T)  [-> Sinkhorn-Knopp, optional]
     L = mean_anchors H[p_target, p_anchor] - λ · (H[mean_anchors p_anchor] - log K) + ε · mean_anchors H[p_anchor]
 
-``sharpen(p, T) = p^(1/T) / Σ p^(1/T)``, which for a softmax is ``softmax(z / (τ·T))``: computed in
-that form, so it never underflows. The last term is the official code's optional per-sample entropy
-penalty (``use_entropy``, weight 0 in its configs; lightly leaves it out); ``entropy_weight=0``
-by default. The ME-MAX mean is averaged over all processes (MSN's ``AllReduce``), and like MSN its
-gradient is passed to each process as if the mean were local, so DDP's gradient averaging gives
-the gradient of the one-process loss on the whole batch (tested with a fake world).
+``sharpen(p, T) = p^(1/T) / Σ p^(1/T)``, which for a softmax is ``softmax(z / (τ·T))``: a teacher
+temperature ``τ_t = τ·T``. MSN's τ = 0.1 and T = 0.25 give τ_t = 0.025, which is also MSN*'s teacher
+temperature (App. B.2.1, Table 8: 0.025, decayed linearly from 0.05 over the first 30 epochs, i.e.
+T from 0.5 to 0.25). This module takes the teacher temperature and its warm-up, like
+:class:`~vislearn.losses.dino.DINOLoss`, and computes ``softmax(z / τ_t)``, which never underflows.
+The last term is the official code's optional per-sample entropy penalty (``use_ent`` /
+``ent_weight``, weight 0 in its configs; lightly leaves it out); ``entropy_weight=0`` by default.
+The ME-MAX mean is averaged over all processes (MSN's ``AllReduce``), and like MSN its gradient is
+passed to each process as if the mean were local, so DDP's gradient averaging gives the gradient of
+the one-process loss on the whole batch (tested with a fake world).
 
-Defaults are MSN*'s (App. B.2): ME-MAX weight λ = 4.0 and no Sinkhorn; τ = 0.1 and T = 0.25 as in
-MSN. MSN's own ViT-S/16 config (``configs/pretrain/msn_vits16.yaml``) uses λ = 1 with Sinkhorn on
-(``use_sinkhorn: true``), as lightly's ``MSNLoss`` defaults do (λ = 1, 3 iterations).
+Defaults are MSN*'s (App. B.2, Table 8): ME-MAX weight λ = 4.0, no Sinkhorn, τ = 0.1, τ_t = 0.025
+warmed from 0.05 over 30 epochs. MSN's own ViT-S/16 config (``configs/pretrain/msn_vits16.yaml``)
+uses λ = 1 with Sinkhorn on (``use_sinkhorn: true``) and a fixed T = 0.25, as lightly's ``MSNLoss``
+defaults do (λ = 1, 3 iterations).
 
 Inputs are *cosine logits* (:func:`~vislearn.losses.ssl_ops.cosine_logits` of embeddings against
 prototypes, or the output of :class:`~vislearn.models.ssl_heads.MultiHead`), so teacher and student
@@ -50,7 +55,7 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, code_entropy
-from vislearn.losses.ssl_ops import AllReduce, dist_all_reduce, sinkhorn_knopp, stack_views
+from vislearn.losses.ssl_ops import AllReduce, TeacherTemperature, dist_all_reduce, sinkhorn_knopp, stack_views
 
 __all__ = ["MSNLoss", "mean_entropy_regularizer"]
 
@@ -86,8 +91,10 @@ class MSNLoss(nn.Module):
     Args:
         num_codes: number of prototypes ``K`` per head (MSN* 4096 for one head, 1024 for ensembles).
         num_heads: number of (projection head, codebook) pairs (MSN* ENT: 8).
-        temperature: ``τ`` of anchors and targets (0.1).
-        target_sharpen_temperature: ``T`` (0.25).
+        temperature: the anchors' (student) ``τ`` (0.1).
+        teacher_temp: the targets' ``τ_t = τ·T`` (0.025: MSN's T = 0.25, MSN*'s teacher temperature).
+        warmup_teacher_temp: ``τ_t`` at epoch 0 (MSN* 0.05); ``None``: no warm-up (MSN).
+        warmup_teacher_temp_epochs: warm-up length (30), DINO's ``np.linspace`` convention.
         me_max_weight: ``λ`` (MSN* 4.0; MSN 1.0; 0 disables it).
         entropy_weight: ``ε`` of the per-sample anchor entropy penalty (0: off, as in MSN's configs).
         sinkhorn_iterations: Sinkhorn-Knopp on the targets (0: off, MSN*; MSN and lightly use 3).
@@ -95,8 +102,9 @@ class MSNLoss(nn.Module):
         all_reduce: the cross-process reduction (default ``torch.distributed`` when initialised).
     """
 
-    def __init__(self, num_codes: int, num_heads: int = 1, temperature: float = 0.1,
-                 target_sharpen_temperature: float = 0.25, me_max_weight: float = 4.0, entropy_weight: float = 0.0,
+    def __init__(self, num_codes: int, num_heads: int = 1, temperature: float = 0.1, teacher_temp: float = 0.025,
+                 warmup_teacher_temp: float | None = 0.05, warmup_teacher_temp_epochs: int = 30,
+                 me_max_weight: float = 4.0, entropy_weight: float = 0.0,
                  sinkhorn_iterations: int = 0, ensemble: WeightedEnsembleLoss | None = None,
                  all_reduce: AllReduce | None = None) -> None:
         super().__init__()
@@ -104,7 +112,8 @@ class MSNLoss(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be an int >= 1, got {value!r}")
         self.temperature = check_positive("temperature", temperature)
-        self.target_sharpen_temperature = check_positive("target_sharpen_temperature", target_sharpen_temperature)
+        self.teacher_temperature = TeacherTemperature.checked(teacher_temp, warmup_teacher_temp,
+                                                              warmup_teacher_temp_epochs)
         for name, value in (("me_max_weight", me_max_weight), ("entropy_weight", entropy_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -121,16 +130,17 @@ class MSNLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, num_heads={self.num_heads}, temperature={self.temperature}, "
-                f"target_sharpen_temperature={self.target_sharpen_temperature}, me_max_weight={self.me_max_weight}, "
+                f"teacher_temperature={self.teacher_temperature}, me_max_weight={self.me_max_weight}, "
                 f"sinkhorn_iterations={self.sinkhorn_iterations}")
 
     @torch.no_grad()
-    def target_probs(self, target_logits: torch.Tensor) -> torch.Tensor:
+    def target_probs(self, target_logits: torch.Tensor, epoch: float | None = None,
+                     teacher_temp: float | None = None) -> torch.Tensor:
         """Sharpened (and optionally Sinkhorn-normalised) targets ``(batch, heads, codes)``."""
         z = stack_views(target_logits, "target_logits", self.num_heads, self.num_codes)[0]
+        temp = self.teacher_temperature(epoch, override=teacher_temp)
         # normalised first: Sinkhorn's result depends on each sample's scale, and MSN starts from probabilities
-        log_sharp = torch.log_softmax(z / (self.temperature * self.target_sharpen_temperature), dim=-1)
-        return sinkhorn_knopp(log_sharp, self.sinkhorn_iterations, self.all_reduce)
+        return sinkhorn_knopp(torch.log_softmax(z / temp, dim=-1), self.sinkhorn_iterations, self.all_reduce)
 
     def _anchor_views(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, batch: int) -> torch.Tensor:
         if isinstance(anchor_logits, torch.Tensor):
@@ -145,14 +155,15 @@ class MSNLoss(nn.Module):
         return views
 
     def forward(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, target_logits: torch.Tensor,
-                epoch: float | None = None) -> torch.Tensor:
+                epoch: float | None = None, teacher_temp: float | None = None) -> torch.Tensor:
         """``anchor_logits``: a list of views or one ``(views·batch, ...)`` tensor stacked view-major;
-        ``target_logits``: ``(batch, codes)`` or ``(batch, heads, codes)``; ``epoch`` drives γ's schedule."""
+        ``target_logits``: ``(batch, codes)`` or ``(batch, heads, codes)``; ``epoch`` drives the
+        teacher-temperature warm-up and γ's schedule; ``teacher_temp`` overrides the schedule."""
         if not isinstance(target_logits, torch.Tensor):
             raise UserError(f"target_logits must be one tensor (MSN has one target view), got "
                             f"{type(target_logits).__name__}")
         with torch.autocast(target_logits.device.type, enabled=False):
-            targets = self.target_probs(target_logits)
+            targets = self.target_probs(target_logits, epoch=epoch, teacher_temp=teacher_temp)
             anchors = self._anchor_views(anchor_logits, targets.shape[0])
             log_probs = torch.log_softmax(anchors / self.temperature, dim=-1)  # (V, B, H, K)
             loss = torch.stack([self.ensemble(log_probs[v], targets, epoch=epoch)

@@ -11,16 +11,51 @@ exchange tensors) to check the reductions without launching processes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
+from vislearn.losses.ensemble import check_positive, linear_ramp
 
-__all__ = ["AllReduce", "cosine_logits", "dist_all_reduce", "global_mean", "sinkhorn_knopp", "stack_views"]
+__all__ = ["AllReduce", "TeacherTemperature", "cosine_logits", "dist_all_reduce", "global_mean", "sinkhorn_knopp",
+           "stack_views"]
 
 AllReduce = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TeacherTemperature:
+    """The teacher temperature at an epoch: ``start`` linearly to ``final`` over ``epochs`` epochs.
+
+    DINO's convention (``np.linspace(start, final, epochs)``, the official code and lightly): the
+    final value is reached at epoch ``epochs - 1``; fractional epochs interpolate, so a per-step
+    caller may pass ``step / steps_per_epoch``. Build it with :meth:`checked`.
+    """
+
+    final: float
+    start: float
+    epochs: int
+
+    @classmethod
+    def checked(cls, teacher_temp: float, warmup_teacher_temp: float | None,
+                warmup_teacher_temp_epochs: int) -> TeacherTemperature:
+        final = check_positive("teacher_temp", teacher_temp)
+        start = final if warmup_teacher_temp is None else check_positive("warmup_teacher_temp", warmup_teacher_temp)
+        if isinstance(warmup_teacher_temp_epochs, bool) or not isinstance(warmup_teacher_temp_epochs, int) \
+                or warmup_teacher_temp_epochs < 0:
+            raise UserError(f"warmup_teacher_temp_epochs must be an int >= 0, got {warmup_teacher_temp_epochs!r}")
+        return cls(final, start, warmup_teacher_temp_epochs)
+
+    def __call__(self, epoch: float | None = None, override: float | None = None) -> float:
+        """``override`` if given, the final value when ``epoch`` is None, else the scheduled value."""
+        if override is not None:
+            return check_positive("teacher_temp", override)
+        if epoch is None:
+            return self.final
+        return linear_ramp(epoch, self.start, self.final, self.epochs)
 
 
 def dist_all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
