@@ -97,14 +97,34 @@ def test_heads_with_ent_use_sharpened_targets_and_mean_over_heads_me_max():
     target = torch.randn(b, h, k, generator=g)
     fn = MSNLoss(k, num_heads=h, me_max_weight=2.0, ensemble=WeightedEnsembleLoss("ent", gamma=0.3))
     assert fn.teacher_temperature(None) == 0.025
-    t = fn.target_probs(target)
+    t = fn.target_probs(target)[0]
     torch.testing.assert_close(t, torch.softmax(target / 0.025, -1))  # sharpen(softmax(z/0.1), 0.25)
-    torch.testing.assert_close(fn.target_probs(target, epoch=0), torch.softmax(target / 0.05, -1))
+    torch.testing.assert_close(fn.target_probs(target, epoch=0)[0], torch.softmax(target / 0.05, -1))
     logp = [torch.log_softmax(a / 0.1, -1) for a in anchors]
     ce = torch.stack([weighted_ensemble_loss(lp, t, "ent", 0.3) for lp in logp]).mean()
     probs = torch.cat([lp.exp() for lp in logp])
     reg = torch.stack([math.log(k) + (probs[:, i].mean(0) * probs[:, i].mean(0).log()).sum() for i in range(h)]).mean()
     torch.testing.assert_close(fn(anchors, target), ce + 2.0 * reg)
+
+
+def test_several_target_views_follow_dino_pairing_for_msn_star():
+    g = torch.Generator().manual_seed(2)
+    b, k = 4, 6
+    targets = [torch.randn(b, k, generator=g) for _ in range(2)]
+    anchors = [torch.randn(b, k, generator=g) for _ in range(4)]  # 2 masked globals + 2 locals
+    t = [torch.softmax(v / 0.025, -1) for v in targets]
+    logp = [torch.log_softmax(a / 0.1, -1) for a in anchors]
+
+    def ce(i, j):
+        return -(t[i] * logp[j]).sum(-1).mean()
+
+    cross = MSNLoss(k, me_max_weight=0.0)(anchors, targets)
+    want = torch.stack([ce(i, j) for i in range(2) for j in range(4) if i != j]).mean()
+    torch.testing.assert_close(cross, want)
+    every = MSNLoss(k, me_max_weight=0.0, pairing="all")(anchors, targets)
+    torch.testing.assert_close(every, torch.stack([ce(i, j) for i in range(2) for j in range(4)]).mean())
+    with pytest.raises(UserError, match="2 target view.*1 anchor"):
+        MSNLoss(k)(anchors[:1], targets)
 
 
 def test_me_max_all_reduced_in_a_fake_world_value_and_gradient():
@@ -158,5 +178,7 @@ def test_bad_inputs():
         fn([torch.randn(3, 8)], torch.randn(4, 8))
     with pytest.raises(UserError, match="7 codes, expected 8"):
         fn(torch.randn(8, 7), torch.randn(4, 8))
-    with pytest.raises(UserError, match="one tensor"):
-        fn(torch.randn(8, 8), [torch.randn(4, 8)])
+    with pytest.raises(UserError, match="no views"):
+        fn(torch.randn(8, 8), [])
+    with pytest.raises(UserError, match="pairing"):
+        MSNLoss(8, pairing="diagonal")

@@ -60,28 +60,14 @@ from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive
 from vislearn.losses.ssl_ops import (
     AllReduce,
     TeacherTemperature,
+    cross_view_loss,
     dist_all_reduce,
     global_mean,
     sinkhorn_knopp,
     stack_views,
 )
 
-__all__ = ["DINOLoss", "cross_view_loss"]
-
-
-def cross_view_loss(teacher_probs: torch.Tensor, student_log_probs: torch.Tensor,
-                    ensemble: WeightedEnsembleLoss, epoch: float | None = None) -> torch.Tensor:
-    """Mean over (teacher view i, student view j), i ≠ j, of the ensemble loss of that pair.
-
-    ``teacher_probs`` ``(Vt, B, H, C)``, ``student_log_probs`` ``(Vs, B, H, C)``; student view ``i``
-    and teacher view ``i`` are the same crop for ``i < Vt`` (DINO's ordering: global views first).
-    """
-    terms = [ensemble(student_log_probs[j], teacher_probs[i], epoch=epoch)
-             for i in range(teacher_probs.shape[0]) for j in range(student_log_probs.shape[0]) if i != j]
-    if not terms:
-        raise UserError(f"no cross-view pairs: {teacher_probs.shape[0]} teacher view(s) and "
-                        f"{student_log_probs.shape[0]} student view(s); DINO needs two views or more")
-    return torch.stack(terms).mean()
+__all__ = ["DINOLoss"]
 
 
 class DINOLoss(nn.Module):

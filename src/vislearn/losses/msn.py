@@ -31,6 +31,12 @@ may use different codebooks: the paper's teacher is the EMA of every student par
 (Alg. 2), whereas MSN's target reuses the student's prototypes. Pass the same prototypes to both to
 get MSN's (and lightly's) behaviour.
 
+Views: MSN pairs one target view (a view of its own) with every anchor view. MSN* is "DINO* plus
+ME-MAX and masking" (App. B.1.2, B.2.1): the teacher sees DINO's 2 global views and the student the
+masked global views and the local ones. Given several target views, pairs follow DINO's rule (anchor
+view i skips target view i, the same crop) with ``pairing="cross"``, our reading of "the exact same
+setup" as DINO*; ``pairing="all"`` keeps every pair. Sinkhorn, when on, runs over all target views.
+
 Heads: logits ``(batch, codes)`` or ``(batch, heads, codes)``. The cross-entropies of each anchor
 view go through ``ensemble`` (default: the mean over heads); the target probabilities it sees, and
 whose entropy ENT takes, are those after sharpening and Sinkhorn. The paper does not say how ME-MAX
@@ -55,7 +61,14 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, code_entropy
-from vislearn.losses.ssl_ops import AllReduce, TeacherTemperature, dist_all_reduce, sinkhorn_knopp, stack_views
+from vislearn.losses.ssl_ops import (
+    AllReduce,
+    TeacherTemperature,
+    cross_view_loss,
+    dist_all_reduce,
+    sinkhorn_knopp,
+    stack_views,
+)
 
 __all__ = ["MSNLoss", "mean_entropy_regularizer"]
 
@@ -98,6 +111,8 @@ class MSNLoss(nn.Module):
         me_max_weight: ``λ`` (MSN* 4.0; MSN 1.0; 0 disables it).
         entropy_weight: ``ε`` of the per-sample anchor entropy penalty (0: off, as in MSN's configs).
         sinkhorn_iterations: Sinkhorn-Knopp on the targets (0: off, MSN*; MSN and lightly use 3).
+        pairing: with several target views, ``"cross"`` (DINO's rule: anchor view i skips target
+            view i, the same crop) or ``"all"``; one target view is always paired with every anchor.
         ensemble: how heads combine; default the mean over heads (plain MSN for one head).
         all_reduce: the cross-process reduction (default ``torch.distributed`` when initialised).
     """
@@ -105,7 +120,7 @@ class MSNLoss(nn.Module):
     def __init__(self, num_codes: int, num_heads: int = 1, temperature: float = 0.1, teacher_temp: float = 0.025,
                  warmup_teacher_temp: float | None = 0.05, warmup_teacher_temp_epochs: int = 30,
                  me_max_weight: float = 4.0, entropy_weight: float = 0.0,
-                 sinkhorn_iterations: int = 0, ensemble: WeightedEnsembleLoss | None = None,
+                 sinkhorn_iterations: int = 0, pairing: str = "cross", ensemble: WeightedEnsembleLoss | None = None,
                  all_reduce: AllReduce | None = None) -> None:
         super().__init__()
         for name, value in (("num_codes", num_codes), ("num_heads", num_heads)):
@@ -120,11 +135,13 @@ class MSNLoss(nn.Module):
         if isinstance(sinkhorn_iterations, bool) or not isinstance(sinkhorn_iterations, int) \
                 or sinkhorn_iterations < 0:
             raise UserError(f"sinkhorn_iterations must be an int >= 0, got {sinkhorn_iterations!r}")
+        if pairing not in ("cross", "all"):
+            raise UserError(f"pairing must be 'cross' or 'all', got {pairing!r}")
         if ensemble is not None and not isinstance(ensemble, WeightedEnsembleLoss):
             raise UserError(f"ensemble must be a WeightedEnsembleLoss, got {type(ensemble).__name__}")
         self.num_codes, self.num_heads = num_codes, num_heads
         self.me_max_weight, self.entropy_weight = float(me_max_weight), float(entropy_weight)
-        self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_iterations, self.pairing = sinkhorn_iterations, pairing
         self.ensemble = ensemble if ensemble is not None else WeightedEnsembleLoss("unif")
         self.all_reduce = all_reduce or dist_all_reduce
 
@@ -134,13 +151,15 @@ class MSNLoss(nn.Module):
                 f"sinkhorn_iterations={self.sinkhorn_iterations}")
 
     @torch.no_grad()
-    def target_probs(self, target_logits: torch.Tensor, epoch: float | None = None,
+    def target_probs(self, target_logits: Sequence[torch.Tensor] | torch.Tensor, epoch: float | None = None,
                      teacher_temp: float | None = None) -> torch.Tensor:
-        """Sharpened (and optionally Sinkhorn-normalised) targets ``(batch, heads, codes)``."""
-        z = stack_views(target_logits, "target_logits", self.num_heads, self.num_codes)[0]
+        """Sharpened (and optionally Sinkhorn-normalised) targets ``(views, batch, heads, codes)``."""
+        z = stack_views(target_logits, "target_logits", self.num_heads, self.num_codes)
         temp = self.teacher_temperature(epoch, override=teacher_temp)
+        v, b, h, k = z.shape
         # normalised first: Sinkhorn's result depends on each sample's scale, and MSN starts from probabilities
-        return sinkhorn_knopp(torch.log_softmax(z / temp, dim=-1), self.sinkhorn_iterations, self.all_reduce)
+        log_p = torch.log_softmax(z.reshape(v * b, h, k) / temp, dim=-1)
+        return sinkhorn_knopp(log_p, self.sinkhorn_iterations, self.all_reduce).reshape(v, b, h, k)
 
     def _anchor_views(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, batch: int) -> torch.Tensor:
         if isinstance(anchor_logits, torch.Tensor):
@@ -154,20 +173,26 @@ class MSNLoss(nn.Module):
             raise UserError(f"anchor views have batch {views.shape[1]} but the target has {batch}")
         return views
 
-    def forward(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor, target_logits: torch.Tensor,
-                epoch: float | None = None, teacher_temp: float | None = None) -> torch.Tensor:
+    def forward(self, anchor_logits: Sequence[torch.Tensor] | torch.Tensor,
+                target_logits: Sequence[torch.Tensor] | torch.Tensor, epoch: float | None = None,
+                teacher_temp: float | None = None) -> torch.Tensor:
         """``anchor_logits``: a list of views or one ``(views·batch, ...)`` tensor stacked view-major;
-        ``target_logits``: ``(batch, codes)`` or ``(batch, heads, codes)``; ``epoch`` drives the
-        teacher-temperature warm-up and γ's schedule; ``teacher_temp`` overrides the schedule."""
-        if not isinstance(target_logits, torch.Tensor):
-            raise UserError(f"target_logits must be one tensor (MSN has one target view), got "
-                            f"{type(target_logits).__name__}")
-        with torch.autocast(target_logits.device.type, enabled=False):
-            targets = self.target_probs(target_logits, epoch=epoch, teacher_temp=teacher_temp)
-            anchors = self._anchor_views(anchor_logits, targets.shape[0])
+        ``target_logits``: one view ``(batch, codes)`` / ``(batch, heads, codes)`` (MSN) or a list of
+        teacher views (MSN* on DINO's multi-crop); ``epoch`` drives the teacher-temperature warm-up and
+        γ's schedule; ``teacher_temp`` overrides the schedule."""
+        targets_in = [target_logits] if isinstance(target_logits, torch.Tensor) else list(target_logits)
+        if not targets_in:
+            raise UserError("target_logits: no views given")
+        device = targets_in[0].device if isinstance(targets_in[0], torch.Tensor) else torch.device("cpu")
+        with torch.autocast(device.type, enabled=False):
+            targets = self.target_probs(targets_in, epoch=epoch, teacher_temp=teacher_temp)
+            anchors = self._anchor_views(anchor_logits, targets.shape[1])
+            cross = len(targets_in) > 1 and self.pairing == "cross"
+            if cross and anchors.shape[0] < targets.shape[0]:
+                raise UserError(f"the student needs every teacher view and more: got {targets.shape[0]} target "
+                                f"view(s) but {anchors.shape[0]} anchor view(s)")
             log_probs = torch.log_softmax(anchors / self.temperature, dim=-1)  # (V, B, H, K)
-            loss = torch.stack([self.ensemble(log_probs[v], targets, epoch=epoch)
-                                for v in range(log_probs.shape[0])]).mean()
+            loss = cross_view_loss(targets, log_probs, self.ensemble, epoch=epoch, skip_same=cross)
             probs = log_probs.exp().flatten(0, 1)  # (V·B, H, K)
             if self.me_max_weight > 0:
                 loss = loss + self.me_max_weight * mean_entropy_regularizer(probs, self.all_reduce)

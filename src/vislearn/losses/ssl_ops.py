@@ -1,5 +1,6 @@
 """Small pieces shared by the clustering SSL losses (DINO, MSN): reductions across processes,
-Sinkhorn-Knopp, cosine logits and the teacher-view/student-view layout.
+Sinkhorn-Knopp, cosine logits, the teacher-temperature schedule and the pairing of teacher and
+student views.
 
 Every function that needs a cross-process reduction takes an ``all_reduce(tensor, op)`` callable
 (in-place, ``op`` is ``"sum"`` or ``"max"``). The default, :func:`dist_all_reduce`, calls
@@ -18,10 +19,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
-from vislearn.losses.ensemble import check_positive, linear_ramp
+from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, linear_ramp
 
-__all__ = ["AllReduce", "TeacherTemperature", "cosine_logits", "dist_all_reduce", "global_mean", "sinkhorn_knopp",
-           "stack_views"]
+__all__ = ["AllReduce", "TeacherTemperature", "cosine_logits", "cross_view_loss", "dist_all_reduce", "global_mean",
+           "sinkhorn_knopp", "stack_views"]
 
 AllReduce = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -162,3 +163,21 @@ def stack_views(views: Sequence[torch.Tensor] | torch.Tensor, name: str, num_hea
             raise UserError(f"{name}: view {i} has batch {v.shape[0]} but view 0 has {views[0].shape[0]}")
         out.append(v.float())
     return torch.stack(out)
+
+
+def cross_view_loss(teacher_probs: torch.Tensor, student_log_probs: torch.Tensor, ensemble: WeightedEnsembleLoss,
+                    epoch: float | None = None, skip_same: bool = True) -> torch.Tensor:
+    """Mean over (teacher view i, student view j) pairs of the ensemble loss of that pair.
+
+    ``teacher_probs`` ``(Vt, B, H, C)``, ``student_log_probs`` ``(Vs, B, H, C)``. With
+    ``skip_same`` (DINO), pairs with ``i == j`` are left out: student view ``i`` and teacher view
+    ``i`` are the same crop for ``i < Vt`` (global views first). Without it every pair counts (MSN,
+    whose target is a view of its own).
+    """
+    terms = [ensemble(student_log_probs[j], teacher_probs[i], epoch=epoch)
+             for i in range(teacher_probs.shape[0]) for j in range(student_log_probs.shape[0])
+             if not (skip_same and i == j)]
+    if not terms:
+        raise UserError(f"no cross-view pairs: {teacher_probs.shape[0]} teacher view(s) and "
+                        f"{student_log_probs.shape[0]} student view(s); DINO needs two views or more")
+    return torch.stack(terms).mean()
