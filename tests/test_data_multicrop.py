@@ -1,5 +1,7 @@
 """Multi-crop views (counts, sizes, range, input types, seeded determinism) and MSN's patch masking."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,13 @@ def test_global_views_differ_in_blur_and_solarize_settings():
     blur = [[t for t in tr.transforms if type(t).__name__ == "RandomApply"][-1].p for tr in mc.global_transforms]
     solar = [[t for t in tr.transforms if type(t).__name__ == "RandomSolarize"][0].p for tr in mc.global_transforms]
     assert blur == [1.0, 0.1] and solar == [0.0, 0.2]
+
+
+def test_picklable_for_dataloader_workers():
+    mc = MultiCrop(global_size=16, local_size=8, num_local=1)
+    clone = pickle.loads(pickle.dumps(mc))
+    img = _image()
+    assert all(torch.equal(a, b) for a, b in zip(mc(img, seed=3), clone(img, seed=3), strict=True))
 
 
 def test_collate_views():

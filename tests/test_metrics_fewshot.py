@@ -41,9 +41,9 @@ def test_knn_matches_numpy_oracle():
     for k, t in ((1, 0.07), (5, 0.07), (20, 0.5), (40, 0.1)):
         want = _np_knn(xtr, ytr, xte, yte, k, t)
         assert knn_accuracy(xtr, ytr, xte, yte, k=k, temperature=t) == pytest.approx(want)
-    # tensors and a small chunk give the same answer
+    # tensors and small blocks (7 test rows of 40 × 4 bytes) give the same answer
     got = knn_accuracy(torch.from_numpy(xtr).float(), torch.from_numpy(ytr), torch.from_numpy(xte).float(),
-                       torch.from_numpy(yte), k=5, chunk_size=7)
+                       torch.from_numpy(yte), k=5, memory_mb=7 * 40 * 4 / 2**20)
     assert got == pytest.approx(_np_knn(xtr, ytr, xte, yte, 5, 0.07))
 
 

@@ -59,6 +59,10 @@ def _blur_kernel(size: int) -> int:
     return k if k % 2 else k + 1
 
 
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
 def byol_view_transform(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float,
                         color_jitter_p: float = 0.8, grayscale_p: float = 0.2) -> v2.Compose:
     """One view's BYOL augmentation: crop, flip, jitter, grayscale, blur, solarize -> float32 [0, 1]."""
@@ -77,7 +81,7 @@ def byol_view_transform(size: int, scale: tuple[float, float], blur_p: float, so
         v2.RandomGrayscale(grayscale_p),
         v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
         v2.RandomSolarize(0.5, p=solarize_p),
-        v2.Lambda(lambda x: x.clamp(0.0, 1.0)),  # bicubic overshoot on float input
+        v2.Lambda(_clamp01),  # bicubic overshoot on float input; a named function so workers can pickle it
         v2.ToPureTensor(),
     ])
 
