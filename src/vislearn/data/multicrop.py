@@ -1,0 +1,193 @@
+"""Multi-crop views with BYOL augmentation (DINO, MSN) and MSN's random patch masking.
+
+Ruan et al., ICLR 2023, App. B.1: 2 global views of 224 px covering [0.25, 1] of the image area
+and 10 local views of 96 px covering [0.08, 0.25], "BYOL augmentations"; every size, scale and count
+is an argument here (a 32 px quick run uses, say, 32 and 16 px).
+
+BYOL's augmentation (Grill et al. 2020, App. B), as DINO's ``DataAugmentationDINO``
+applies it per view:
+
+* random resized crop (bicubic), horizontal flip with p = 0.5, colour jitter (brightness 0.4,
+  contrast 0.4, saturation 0.2, hue 0.1) with p = 0.8 and grayscale with p = 0.2 on every view;
+* Gaussian blur, σ ∈ [0.1, 2]: p = 1.0 on global view 1, 0.1 on global view 2, 0.5 on local views;
+* solarize (threshold 0.5): p = 0.2 on global view 2 only.
+
+Choices of ours: the blur kernel is the odd size nearest 10% of the crop (BYOL's 23 px at 224;
+DINO uses PIL's radius-based blur instead), at least 3; views beyond the second global one reuse
+the second's settings; crops are bicubic (DINO), with antialiasing. There is no ``Normalize``: views
+are float32 in [0, 1] and models normalise inside (DESIGN.md).
+
+The transforms draw from torch's global generator (torchvision's v2 transforms take no generator);
+``MultiCrop(...)(image, seed=s)`` reseeds it inside ``torch.random.fork_rng``, so a seed gives the
+same views and the caller's generator state is restored afterwards.
+
+MSN masking (Assran et al. 2022, Sec. 3): the anchor view's patch tokens are randomly dropped
+before the encoder; :func:`random_patch_mask` gives the boolean mask (``True`` = dropped) with
+exactly ``N - int(N · (1 - ratio))`` dropped patches per sample (MSN's ``num_keep`` rule), and
+:func:`keep_patches` gathers the kept tokens in their original order. MSN* drops 0.2 of the patches
+(0.15 for ViT-B/8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from vislearn.errors import UserError
+
+__all__ = ["MultiCrop", "byol_view_transform", "collate_views", "keep_patches", "random_patch_mask"]
+
+
+def _check_scale(name: str, scale: Sequence[float]) -> tuple[float, float]:
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise UserError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {tuple(scale)!r}")
+    return float(scale[0]), float(scale[1])
+
+
+def _check_size(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _blur_kernel(size: int) -> int:
+    k = max(3, int(round(size * 0.1)))
+    return k if k % 2 else k + 1
+
+
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+def byol_view_transform(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float,
+                        color_jitter_p: float = 0.8, grayscale_p: float = 0.2) -> v2.Compose:
+    """One view's BYOL augmentation: crop, flip, jitter, grayscale, blur, solarize -> float32 [0, 1]."""
+    _check_size("size", size)
+    scale = _check_scale("scale", scale)
+    for name, p in (("blur_p", blur_p), ("solarize_p", solarize_p), ("color_jitter_p", color_jitter_p),
+                    ("grayscale_p", grayscale_p)):
+        if not 0 <= p <= 1:
+            raise UserError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
+        v2.RandomHorizontalFlip(0.5),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=color_jitter_p),
+        v2.RandomGrayscale(grayscale_p),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
+        v2.RandomSolarize(0.5, p=solarize_p),
+        v2.Lambda(_clamp01),  # bicubic overshoot on float input; a named function so workers can pickle it
+        v2.ToPureTensor(),
+    ])
+
+
+class MultiCrop:
+    """``num_global`` global and ``num_local`` local BYOL-augmented views of one image.
+
+    Args:
+        global_size, local_size: view sizes in pixels (paper 224 and 96).
+        global_scale, local_scale: crop area ranges (paper (0.25, 1) and (0.08, 0.25)).
+        num_global: global views (2; the teacher sees these).
+        num_local: local views (paper 10; 0 disables multi-crop).
+
+    ``__call__(image, seed=None) -> list`` of ``num_global + num_local`` float32 ``3×S×S`` tensors in
+    [0, 1], global views first. ``image``: a PIL image, a uint8 tensor or a float tensor in [0, 1]
+    (``C×H×W``).
+    """
+
+    def __init__(self, global_size: int = 224, local_size: int = 96, global_scale: tuple[float, float] = (0.25, 1.0),
+                 local_scale: tuple[float, float] = (0.08, 0.25), num_global: int = 2, num_local: int = 10) -> None:
+        self.global_size, self.local_size = _check_size("global_size", global_size), _check_size("local_size",
+                                                                                                  local_size)
+        self.global_scale = _check_scale("global_scale", global_scale)
+        self.local_scale = _check_scale("local_scale", local_scale)
+        if isinstance(num_global, bool) or not isinstance(num_global, int) or num_global < 1:
+            raise UserError(f"num_global must be an int >= 1, got {num_global!r}")
+        if isinstance(num_local, bool) or not isinstance(num_local, int) or num_local < 0:
+            raise UserError(f"num_local must be an int >= 0, got {num_local!r}")
+        self.num_global, self.num_local = num_global, num_local
+        first = byol_view_transform(global_size, self.global_scale, blur_p=1.0, solarize_p=0.0)
+        second = byol_view_transform(global_size, self.global_scale, blur_p=0.1, solarize_p=0.2)
+        self.global_transforms = [first] + [second] * (num_global - 1)
+        self.local_transform = byol_view_transform(local_size, self.local_scale, blur_p=0.5, solarize_p=0.0)
+
+    def __repr__(self) -> str:
+        return (f"MultiCrop(global={self.num_global}×{self.global_size}px {self.global_scale}, "
+                f"local={self.num_local}×{self.local_size}px {self.local_scale})")
+
+    def _views(self, image: Any) -> list[torch.Tensor]:
+        if isinstance(image, torch.Tensor):
+            if image.dim() != 3:
+                raise UserError(f"MultiCrop expects one C×H×W image, got shape {tuple(image.shape)}")
+            if torch.is_floating_point(image):
+                lo, hi = float(image.min()), float(image.max())
+                if lo < -1e-3 or hi > 1 + 1e-3:
+                    raise UserError(f"float images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        views = [t(image) for t in self.global_transforms]
+        views += [self.local_transform(image) for _ in range(self.num_local)]
+        return views
+
+    def __call__(self, image: Any, seed: int | None = None) -> list[torch.Tensor]:
+        if seed is None:
+            return self._views(image)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._views(image)
+
+
+def collate_views(batch: Sequence[Any]) -> Any:
+    """Stack a batch of multi-crop samples view by view.
+
+    Items are lists of views, or ``(views, label)`` pairs; returns a list of ``(B, 3, S, S)`` tensors
+    (one per view), with a ``(B,)`` label tensor beside it for pairs.
+    """
+    if not batch:
+        raise UserError("collate_views: empty batch")
+    if isinstance(batch[0], tuple):
+        views, labels = zip(*batch, strict=True)
+        return collate_views(list(views)), torch.as_tensor(labels)
+    n = len(batch[0])
+    if any(len(item) != n for item in batch):
+        raise UserError(f"collate_views: samples have different view counts {sorted({len(i) for i in batch})}")
+    return [torch.stack([item[v] for item in batch]) for v in range(n)]
+
+
+def random_patch_mask(num_patches: int | tuple[int, int], mask_ratio: float, batch_size: int = 1,
+                      generator: torch.Generator | None = None, device: torch.device | str | None = None
+                      ) -> torch.Tensor:
+    """``(batch, N)`` boolean mask, ``True`` for the dropped patches, the same count in every row.
+
+    ``num_patches``: ``N`` or a ``(rows, cols)`` patch grid (flattened row-major, as a ViT orders
+    its tokens). ``mask_ratio`` in [0, 1): ``N - int(N · (1 - ratio))`` patches are dropped per
+    sample, chosen uniformly without replacement with ``generator``.
+    """
+    n = math.prod(num_patches) if isinstance(num_patches, tuple) else num_patches
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"num_patches must be a positive int or (rows, cols), got {num_patches!r}")
+    if not isinstance(mask_ratio, (int, float)) or not 0 <= mask_ratio < 1:
+        raise UserError(f"mask_ratio must be in [0, 1), got {mask_ratio!r}")
+    _check_size("batch_size", batch_size)
+    num_keep = max(1, int(n * (1 - mask_ratio)))
+    gen_device = generator.device if generator is not None else "cpu"
+    scores = torch.rand(batch_size, n, generator=generator, device=gen_device)
+    order = scores.argsort(dim=1)
+    mask = torch.ones(batch_size, n, dtype=torch.bool, device=gen_device)
+    mask.scatter_(1, order[:, :num_keep], False)
+    return mask.to(device) if device is not None else mask
+
+
+def keep_patches(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The kept tokens ``(B, N_keep, D)`` of ``tokens`` ``(B, N, D)``, in their original order."""
+    if tokens.dim() != 3 or mask.shape != tokens.shape[:2] or mask.dtype != torch.bool:
+        raise UserError(f"keep_patches needs tokens (B, N, D) and a boolean mask (B, N), got "
+                        f"{tuple(tokens.shape)} and {tuple(mask.shape)} {mask.dtype}")
+    keep = (~mask).sum(1)
+    if not bool((keep == keep[0]).all()):
+        raise UserError("keep_patches: every row of the mask must keep the same number of patches")
+    idx = (~mask).nonzero()[:, 1].reshape(tokens.shape[0], -1)  # row-major: sorted within each row
+    return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
