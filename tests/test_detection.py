@@ -228,3 +228,22 @@ def test_sanitize_boxes_counts():
     assert keep.tolist() == [True, False, False, False, True]
     assert counts == {"clipped": 1, "dropped_degenerate": 2, "dropped_nonfinite": 1}
     assert kept[0].tolist() == [0, 0, 10, 10]
+
+
+def test_center_coder_equals_torchvision_box_coder():
+    # torchvision's Faster R-CNN coder with unit weights is the centre parameterisation, no whitening;
+    # its decode clamps log-sizes at log(1000/16), far outside these offsets
+    from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
+
+    priors = _rand_boxes(200, 5).double()
+    gt = _rand_boxes(200, 6).double()
+    tv = TVBoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    ours = BoxCoder(mode="center")
+    ref = tv.encode_single(gt, priors)
+    torch.testing.assert_close(ours.encode(gt, priors), ref, rtol=1e-12, atol=1e-12)
+    codes = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5
+    torch.testing.assert_close(ours.decode(codes, priors), tv.decode_single(codes, priors), rtol=1e-12, atol=1e-12)
+    # whitening: code = (offset − mean)/std, decode inverts it, checked against the same oracle
+    mean, std = torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.tensor([0.5, 2.0, 1.5, 0.25])
+    white = BoxCoder(mean, std, mode="center")
+    torch.testing.assert_close(white.encode(gt, priors), (ref - mean.double()) / std.double(), rtol=1e-6, atol=1e-6)
