@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vislearn.errors import UserError
 from vislearn.nn import BatchNorm1d, BatchNorm2d, batch_norm_train, recompute_population_statistics
@@ -170,3 +171,39 @@ def test_population_statistics_errors_leave_statistics_unchanged():
         recompute_population_statistics(model, [bad], num_batches=0)
     with pytest.raises(UserError, match="no BatchNorm"):
         recompute_population_statistics(nn.Linear(2, 2), [bad], num_batches=1)
+
+
+def test_population_statistics_every_layer_against_a_manual_pass():
+    # Three BN layers with dropout after the first: each BN must see the activations of the layers
+    # before it normalised with *batch* statistics and without dropout noise (the training network
+    # N^tr_BN, dropout off). Oracle: a hand-written pass with F.batch_norm(training=True), no dropout.
+    # A stale running statistic used anywhere, or dropout left on, changes a later layer's numbers.
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Conv2d(4, 5, 1), nn.BatchNorm2d(5), nn.ReLU(),
+                          nn.Conv2d(5, 3, 1), BatchNorm2d(3))
+    bns = [model[1], model[5], model[8]]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+            bn.running_mean.fill_(3.0)  # stale statistics: using them anywhere changes the result
+            bn.running_var.fill_(9.0)
+    batches = [(torch.randn(6, 3, 7, 7) * 1.5 + 0.5, None) for _ in range(4)]
+    recompute_population_statistics(model, iter(batches), num_batches=4)
+    stats: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[], [], []]
+
+    def bn_train(bn, h, i):
+        stats[i].append((h.double().mean((0, 2, 3)), h.double().var((0, 2, 3), unbiased=True)))
+        return F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+
+    with torch.no_grad():
+        for x, _ in batches:
+            h = F.relu(bn_train(model[1], model[0](x), 0))  # no dropout
+            h = F.relu(bn_train(model[5], model[4](h), 1))
+            bn_train(model[8], model[7](h), 2)
+    for bn, layer_stats in zip(bns, stats, strict=True):
+        mu = torch.stack([m for m, _ in layer_stats]).mean(0)
+        var = torch.stack([v for _, v in layer_stats]).mean(0)
+        torch.testing.assert_close(bn.running_mean.double(), mu, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var.double(), var, rtol=1e-5, atol=1e-6)

@@ -93,21 +93,50 @@ def _brute_force(cost):
     return best, arg
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_bipartite_matches_brute_force(seed):
+def _objective(preds, gts, logits, alpha, assignment):
+    """Erhan et al.'s F for ``assignment`` (gt j -> prediction assignment[j]), straight from eq. 1-3."""
+    c = torch.sigmoid(logits.double())
+    matched = set(assignment)
+    f = sum(0.5 * alpha * float(((preds[p].double() - gts[j].double()) ** 2).sum()) - math.log(float(c[p]))
+            for j, p in enumerate(assignment))
+    return f - sum(math.log(1 - float(c[i])) for i in range(len(preds)) if i not in matched)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bipartite_minimises_multibox_objective_by_brute_force(seed):
     g = torch.Generator().manual_seed(seed)
     P, G = 6, int(torch.randint(1, 5, (1,), generator=g))
     preds, gts = _rand_boxes(P, seed + 10), _rand_boxes(G, seed + 20)
     logits = torch.randn(P, generator=g) * 2
     m = bipartite_match(preds, gts, logits, alpha=0.3)
     cost = multibox_cost(preds, gts, logits, alpha=0.3)
-    # the cost itself, by hand for one entry
-    ref = 0.15 * float(((preds[2] - gts[0]) ** 2).sum()) - float(F.logsigmoid(logits[2]))
+    # the per-pair cost by hand for one entry: α/2‖l−g‖² − log c + log(1 − c)
+    c2 = float(torch.sigmoid(logits[2].double()))
+    ref = 0.15 * float(((preds[2] - gts[0]) ** 2).sum()) - math.log(c2) + math.log(1 - c2)
     assert abs(float(cost[2, 0]) - ref) < 1e-6
-    best, _ = _brute_force(cost)
     assert (m >= 0).sum() == G and sorted(m[m >= 0].tolist()) == list(range(G))
-    ours = sum(float(cost[i, m[i]]) for i in range(P) if m[i] >= 0)
-    assert abs(ours - best) < 1e-9
+    ours = [int((m == j).nonzero()) for j in range(G)]
+    best = min(_objective(preds, gts, logits, 0.3, perm) for perm in itertools.permutations(range(P), G))
+    assert abs(_objective(preds, gts, logits, 0.3, ours) - best) < 1e-9
+
+
+def test_confidence_only_cost_picks_a_worse_assignment():
+    # One box, two predictions: an exact but unconfident one and a confident one 0.3 off in each
+    # corner coordinate. Minimising α/2‖l−g‖² − log c alone keeps the exact box; Erhan et al.'s F,
+    # where the unmatched prediction pays −log(1 − c), is lower with the confident one matched.
+    preds = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.3, 0.3, 0.8, 0.8]])
+    gts = torch.tensor([[0.0, 0.0, 0.5, 0.5]])
+    logits = torch.tensor([-1.0, 1.0])
+    alpha = 10.0  # α/2·‖Δ‖² = 1.8 for the confident box
+    assert bipartite_match(preds, gts, logits, alpha=alpha).tolist() == [-1, 0]
+    f_exact = _objective(preds, gts, logits, alpha, [0])
+    f_confident = _objective(preds, gts, logits, alpha, [1])
+    assert f_confident == pytest.approx(1.8 + 2 * math.log1p(math.exp(-1.0)))
+    assert f_exact == pytest.approx(2 * math.log1p(math.exp(1.0)))
+    assert f_confident < f_exact
+    only_log_c = [0.5 * alpha * float(((preds[i] - gts[0]) ** 2).sum()) - float(F.logsigmoid(logits[i]))
+                  for i in range(2)]
+    assert only_log_c[0] < only_log_c[1]  # the cost without the unmatched terms would keep the exact box
 
 
 def test_iou_match_equals_torchvision_ssd_matcher():
@@ -199,3 +228,22 @@ def test_sanitize_boxes_counts():
     assert keep.tolist() == [True, False, False, False, True]
     assert counts == {"clipped": 1, "dropped_degenerate": 2, "dropped_nonfinite": 1}
     assert kept[0].tolist() == [0, 0, 10, 10]
+
+
+def test_center_coder_equals_torchvision_box_coder():
+    # torchvision's Faster R-CNN coder with unit weights is the centre parameterisation, no whitening;
+    # its decode clamps log-sizes at log(1000/16), far outside these offsets
+    from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
+
+    priors = _rand_boxes(200, 5).double()
+    gt = _rand_boxes(200, 6).double()
+    tv = TVBoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    ours = BoxCoder(mode="center")
+    ref = tv.encode_single(gt, priors)
+    torch.testing.assert_close(ours.encode(gt, priors), ref, rtol=1e-12, atol=1e-12)
+    codes = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.5
+    torch.testing.assert_close(ours.decode(codes, priors), tv.decode_single(codes, priors), rtol=1e-12, atol=1e-12)
+    # whitening: code = (offset − mean)/std, decode inverts it, checked against the same oracle
+    mean, std = torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.tensor([0.5, 2.0, 1.5, 0.25])
+    white = BoxCoder(mean, std, mode="center")
+    torch.testing.assert_close(white.encode(gt, priors), (ref - mean.double()) / std.double(), rtol=1e-6, atol=1e-6)

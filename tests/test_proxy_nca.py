@@ -137,6 +137,7 @@ def test_param_groups():
     (dict(num_classes=3, embedding_dim=4, num_proxies=1), "num_proxies"),
     (dict(num_classes=3, embedding_dim=4, num_proxies=2, assignment="static"), "static"),
     (dict(num_classes=3, embedding_dim=4, assignment="nearest"), "assignment"),
+    (dict(num_classes=3, embedding_dim=4, proxy_init="xavier"), "proxy_init"),
 ])
 def test_init_validation(kwargs, match):
     with pytest.raises(UserError, match=match):
@@ -184,3 +185,27 @@ def test_analytic_backward_gradcheck_and_autograd_reference(exclude):
     for a, b in zip(g1, g2, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
     assert proxy_nca_loss(x, p, y, 2.0, exclude).item() == pytest.approx(reference(x, p).item(), abs=1e-12)
+
+
+def test_proxy_initialisation_unit_norm_and_gaussian():
+    torch.manual_seed(3)
+    unit = ProxyNCALoss(50, 64)
+    torch.testing.assert_close(unit.proxies.norm(dim=1), torch.ones(50))
+    torch.manual_seed(3)
+    raw = torch.randn(50, 64)
+    torch.testing.assert_close(unit.proxies.data, raw / raw.norm(dim=1, keepdim=True))  # same directions
+    torch.manual_seed(3)
+    gauss = ProxyNCALoss(50, 64, proxy_init="gaussian", proxy_init_std=0.5)
+    torch.testing.assert_close(gauss.proxies.data, raw * 0.5)
+    # the loss only sees directions: both initialisations give the same value on the same batch
+    x, y = torch.randn(8, 64), torch.randint(0, 50, (8,))
+    assert unit(x, y).item() == pytest.approx(gauss(x, y).item(), rel=1e-6)
+
+
+def test_scale_is_an_inverse_temperature():
+    # d ∈ [0, 4] for unit vectors: the loss of a sample sitting on its proxy, against two orthogonal
+    # negatives at d = 2, is log(2·exp(-2·scale)) - 0 = log 2 - 2·scale (closed form)
+    p = torch.eye(3)
+    for scale in (1.0, 9.0):
+        got = proxy_nca_loss(p[:1].clone(), p, torch.tensor([0]), scale=scale)
+        assert got.item() == pytest.approx(math.log(2) - 2 * scale, abs=1e-5)

@@ -110,7 +110,7 @@ def test_warp_fully_violated_has_weight_of_rank_c_minus_1(c):
     if c > 2:
         t[2, 1] = 1  # two positives: two pairs, each weighted L(C − 1)
     s = torch.zeros(3, c, requires_grad=True)
-    loss = WARPLoss(c, generator=torch.Generator().manual_seed(0), reduction="none")
+    loss = WARPLoss(c, generator=torch.Generator().manual_seed(0), reduction="none", form="sampled_pair")
     rows = loss(s, t)
     per_pos = harmonic(c - 1) * 1.0
     expected = [per_pos, per_pos, per_pos * t[2].sum().item()]
@@ -149,7 +149,7 @@ def test_warp_gradient_flows_only_through_chosen_pairs():
     pos = t.bool()
     draw = warp_sample(s, pos, 1.0, None, torch.Generator().manual_seed(11))
     x = s.clone().requires_grad_(True)
-    loss = WARPLoss(12, generator=torch.Generator().manual_seed(11))
+    loss = WARPLoss(12, generator=torch.Generator().manual_seed(11), form="sampled_pair")
     value = loss(x, t)
     value.backward()
     table = warp_rank_weights(12)
@@ -231,7 +231,86 @@ def test_warp_expected_loss_matches_exact_enumeration():
     s = row.repeat(reps, 1)
     t = torch.zeros(reps, c)
     t[:, positives] = 1
-    ours = warp_loss(s, t, margin, generator=torch.Generator().manual_seed(5)).item()
+    ours = warp_loss(s, t, margin, generator=torch.Generator().manual_seed(5), form="sampled_pair").item()
+    assert ours == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize("c", [2, 5, 81])
+def test_warp_paper_form_fully_violated_sums_every_negative(c):
+    # every negative violates with hinge 1: N = 1, r = C − 1, and the positive pays L(C − 1) · (C − 1)
+    t = torch.zeros(2, c)
+    t[0, 0] = 1
+    t[1, 0] = 1
+    if c > 2:
+        t[1, 1] = 1  # two positives, each against C − 2 negatives
+    rows = WARPLoss(c, generator=torch.Generator().manual_seed(0), reduction="none")(torch.zeros(2, c), t)
+    n_neg = c - t.sum(1)
+    expected = [harmonic(c - 1) * float(n_neg[0]), harmonic(c - 1) * float(n_neg[1]) * float(t[1].sum())]
+    assert rows.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def _paper_objective_by_loops(s, t, draw, table, margin=1.0):
+    """Gong et al.'s J with the sampled ranks, summed by explicit loops over (image, j ∈ C+, k ∈ C−)."""
+    rank = {(int(i), int(j)): int(r) for i, j, r in zip(draw["row"], draw["positive"], draw["rank"], strict=True)}
+    rows = torch.zeros(s.shape[0], dtype=torch.float64)
+    for i in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            if not t[i, j]:
+                continue
+            for k in range(s.shape[1]):
+                if not t[i, k]:
+                    rows[i] += float(table[rank[(i, j)]]) * max(0.0, margin - float(s[i, j]) + float(s[i, k]))
+    return rows
+
+
+def test_warp_paper_form_equals_brute_force_objective_and_gradient():
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(7, 10, generator=g, dtype=torch.float64).float()
+    t = (torch.rand(7, 10, generator=g) < 0.3).float()
+    t[:, 2] = 1
+    t[6] = 1  # a row without negatives: skipped
+    draw = warp_sample(s, t.bool(), 1.0, None, torch.Generator().manual_seed(9))
+    table = warp_rank_weights(10).double()
+    x = s.clone().requires_grad_(True)
+    rows = WARPLoss(10, generator=torch.Generator().manual_seed(9), reduction="none")(x, t)
+    ref = _paper_objective_by_loops(s, t, draw, table)
+    torch.testing.assert_close(rows.double(), ref, rtol=1e-5, atol=1e-6)
+    # gradient: every violating (j, k) pair pushes s_j up and s_k down with weight L(r_j)
+    rows.sum().backward()
+    expected = torch.zeros_like(s)
+    rank = {(int(i), int(j)): int(r) for i, j, r in zip(draw["row"], draw["positive"], draw["rank"], strict=True)}
+    for (i, j), r in rank.items():
+        for k in range(10):
+            if not t[i, k] and 1.0 - s[i, j] + s[i, k] > 0:
+                expected[i, j] -= float(table[r])
+                expected[i, k] += float(table[r])
+    expected[6] = 0.0
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)
+    # more labels get gradient than with the one sampled violator
+    y = s.clone().requires_grad_(True)
+    WARPLoss(10, generator=torch.Generator().manual_seed(9), reduction="sum", form="sampled_pair")(y, t).backward()
+    assert int((x.grad != 0).sum()) > int((y.grad != 0).sum())
+
+
+def test_warp_paper_form_expected_loss_matches_exact_enumeration():
+    c, margin = 6, 1.0
+    row = torch.tensor([0.3, 1.5, 0.9, -0.6, 0.8, 0.1])
+    positives = [1, 4]
+    table = warp_rank_weights(c).double()
+    negs = [k for k in range(c) if k not in positives]
+    n = len(negs)
+    expected = 0.0
+    for j in positives:
+        viol = [k for k in negs if margin - row[j] + row[k] > 0]
+        v = len(viol)
+        total_hinge = sum(float(margin - row[j] + row[k]) for k in viol)
+        for draws in range(1, n - v + 2) if v else ():
+            p = math.comb(n - draws, v - 1) / math.comb(n, v)
+            expected += p * float(table[(c - 1) // draws]) * total_hinge
+    reps = 20000
+    t = torch.zeros(reps, c)
+    t[:, positives] = 1
+    ours = warp_loss(row.repeat(reps, 1), t, margin, generator=torch.Generator().manual_seed(5)).item()
     assert ours == pytest.approx(expected, rel=0.01)
 
 
@@ -243,7 +322,7 @@ def test_warp_max_trials_caps_draws():
     t = torch.zeros(reps, c)
     t[:, 0] = 1
     g = torch.Generator().manual_seed(1)
-    loss = WARPLoss(c, max_trials=1, generator=g, reduction="none")
+    loss = WARPLoss(c, max_trials=1, generator=g, reduction="none", form="sampled_pair")
     rows = loss(s, t)
     hit = rows > 0
     # a violator found on the first draw has rank C − 1 = 9; the others find nothing within one draw
@@ -265,7 +344,7 @@ def test_warp_reproducible_with_generator_seed():
 def test_warp_skips_rows_and_counts_them():
     s = torch.zeros(4, 5, requires_grad=True)
     t = torch.tensor([[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
-    loss = WARPLoss(5, generator=torch.Generator().manual_seed(0))
+    loss = WARPLoss(5, generator=torch.Generator().manual_seed(0), form="sampled_pair")
     value = loss(s, t)
     assert value.item() == pytest.approx(harmonic(4))  # the one valid row
     assert int(loss.last_stats["skipped_rows"]) == 3
@@ -283,6 +362,7 @@ def test_warp_skips_rows_and_counts_them():
     lambda: WARPLoss(1),
     lambda: WARPLoss(5, margin=-1.0),
     lambda: WARPLoss(5, generator=3),
+    lambda: WARPLoss(5, form="wsabie"),
     lambda: PairwiseRankingLoss(margin="x"),
     lambda: PairwiseRankingLoss(reduction="avg"),
     lambda: PairwiseRankingLoss()(torch.zeros(5), torch.zeros(5)),

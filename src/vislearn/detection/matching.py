@@ -1,9 +1,14 @@
 """Assigning ground-truth boxes to predictions or priors: MultiBox bipartite matching and IoU matching.
 
 * :func:`bipartite_match` solves MultiBox's assignment (Erhan et al., CVPR 2014, Sec. 3, eq. 1–3): each
-  ground-truth box ``g_j`` gets exactly one prediction ``i`` so that the total cost
-  ``α/2·‖l_i − g_j‖² − log c_i`` is minimal, where ``l_i`` is the predicted box (normalised xyxy
-  corners) and ``c_i = σ(logit_i)`` its confidence. Without confidences the cost is the L2 term alone,
+  ground-truth box ``g_j`` gets exactly one prediction ``i`` so that the objective
+  ``F = Σ_matched (α/2·‖l_i − g_j‖² − log c_i) − Σ_unmatched log(1 − c_i)`` is minimal, where ``l_i``
+  is the predicted box (normalised xyxy corners) and ``c_i = σ(logit_i)`` its confidence. Every
+  prediction pays ``−log(1 − c_i)`` unless it is matched, so ``F`` equals the constant
+  ``−Σ_i log(1 − c_i)`` plus the per-pair cost ``α/2·‖l_i − g_j‖² − log c_i + log(1 − c_i)
+  = α/2·‖l_i − g_j‖² − logit(c_i)`` summed over the matched pairs: that per-pair cost is what the
+  assignment minimises. (Dropping the unmatched terms, i.e. ``− log c_i`` alone, picks a worse
+  assignment whenever confidences differ.) Without confidences the cost is the L2 term alone,
   which matches priors to ground truth (MultiBox's matching "with priors"). The Hungarian solver is
   scipy's :func:`scipy.optimize.linear_sum_assignment`.
 * :func:`iou_match` is the SSD/RPN rule (the torchvision peers): a prior takes the ground truth it
@@ -20,7 +25,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from vislearn.errors import UserError
@@ -30,14 +34,16 @@ __all__ = ["bipartite_match", "iou_match", "match_batch", "multibox_cost"]
 
 def multibox_cost(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, logits: torch.Tensor | None = None,
                   alpha: float = 0.3) -> torch.Tensor:
-    """``P×G`` MultiBox assignment cost ``α/2·‖l_i − g_j‖² − log σ(logit_i)`` (Erhan et al. 2014, eq. 3).
+    """``P×G`` MultiBox per-pair assignment cost ``α/2·‖l_i − g_j‖² − logit_i`` (Erhan et al. 2014, eq. 3).
 
-    The confidence term is dropped when ``logits`` is ``None``.
+    ``−logit_i = −log c_i + log(1 − c_i)``: the matched pair's confidence term minus the
+    ``−log(1 − c_i)`` the prediction would pay unmatched (see the module docstring). The confidence
+    term is dropped when ``logits`` is ``None``.
     """
     d2 = (pred_boxes.double()[:, None, :] - gt_boxes.double()[None, :, :]).pow(2).sum(-1)
     cost = 0.5 * alpha * d2
     if logits is not None:
-        cost = cost - F.logsigmoid(logits.double().reshape(-1))[:, None]
+        cost = cost - logits.double().reshape(-1)[:, None]
     return cost
 
 

@@ -96,7 +96,8 @@ class MultiBoxLoss(nn.Module):
             PAPERS.md does not state it).
         matching: ``"bipartite"`` (MultiBox) or ``"iou"`` (SSD rule, see ``iou_threshold``).
         match_on: for bipartite matching, ``"priors"`` (cost ``α/2‖p − g‖²``) or ``"predictions"``
-            (decoded predictions and their confidences, the full cost ``α/2‖l − g‖² − log c``).
+            (decoded predictions and their confidences; the full objective's per-pair cost
+            ``α/2‖l − g‖² − log c + log(1 − c) = α/2‖l − g‖² − logit(c)``).
         iou_threshold, force_best: the IoU rule's parameters.
         missing_label_weight: weight in [0, 1] of the negative term of unmatched predictions that
             overlap nothing labelled (1 disables the option; see the module docstring).

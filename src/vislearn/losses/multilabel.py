@@ -7,12 +7,18 @@ Sec. 3 compares three objectives on the same network's C label scores ``f(x) ∈
   positive labels, and the loss is the cross-entropy ``−Σ_j p̄_j log softmax(f)_j``;
 * **pairwise ranking** (Sec. 3.2): a hinge ``max(0, m − f_j + f_k)`` summed over every positive
   label ``j`` and negative label ``k`` of the image (margin ``m = 1`` in the paper);
-* **WARP**, weighted approximate ranking (Sec. 3.3, after Weston et al.'s WSABIE): the same hinge,
-  weighted by ``L(r_j) = Σ_{i≤r_j} 1/i`` where ``r_j`` is the rank of positive ``j``. The rank is
-  estimated by sampling: negatives are drawn at random until one violates the margin; after ``N``
-  draws ``r_j = ⌊(C − 1)/N⌋``. Only that violating pair enters the loss. A positive that is
-  already ranked well needs many draws, gets a small weight, and costs little: the loss spends its
-  effort on the top of the ranking, which is what precision/recall at top-k measure.
+* **WARP**, weighted approximate ranking (Sec. 3.3, after Weston et al.'s WSABIE): the pairwise
+  hinge over *every* violating negative, weighted per positive by ``L(r_j) = Σ_{i≤r_j} 1/i``,
+  where ``r_j`` is the rank of positive ``j``::
+
+      J = Σ_images Σ_{j∈C+} Σ_{k∈C−} L(r_j) · max(0, 1 − f_j + f_k)
+
+  The rank is estimated by sampling: negatives are drawn at random until one violates the margin;
+  after ``N`` draws ``r_j = ⌊(C − 1)/N⌋``. A positive that is already ranked well needs many
+  draws, gets a small weight, and costs little: the loss spends its effort on the top of the
+  ranking, which is what precision/recall at top-k measure. This is the default
+  (``form="paper"``). Weston et al.'s stochastic estimator, where only the one sampled violator
+  enters the loss (``L(r_j) · max(0, 1 − f_j + f_k̂)``), is available as ``form="sampled_pair"``.
 
 Conventions shared by the three losses (``loss(scores, targets)``):
 
@@ -134,7 +140,15 @@ def multilabel_softmax_loss(scores: torch.Tensor, targets: torch.Tensor, reducti
 
 # ------------------------------------------------------------------------------------------ pairwise
 def _pairwise_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ_{j∈pos, k∈neg} max(0, m − s_j + s_k) per row in O(C log C), without the N×C×C tensor.
+    """Σ_{j∈pos, k∈neg} max(0, m − s_j + s_k) per row (see :func:`_pairwise_per_label`)."""
+    per_label, valid = _pairwise_per_label(scores, pos, margin)
+    return torch.where(pos, per_label, torch.zeros((), dtype=per_label.dtype, device=per_label.device)).sum(1), valid
+
+
+def _pairwise_per_label(scores: torch.Tensor, pos: torch.Tensor, margin: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """N×C hinge totals ``Σ_{k∈neg} max(0, m − s_j + s_k)`` for every label ``j`` in O(C log C) per row,
+    without the N×C×C tensor (only the positives' entries are meaningful).
 
     Sort each row's negative scores ascending (positives pushed to the front as −inf). For a
     positive with score ``s_j`` the violating negatives are those above ``t = s_j − m``; with ``i``
@@ -155,9 +169,7 @@ def _pairwise_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float) -> tu
     search = neg_sorted.detach().masked_fill(masked, float("-inf")).contiguous()
     first = torch.searchsorted(search, thresh, right=True)  # first sorted index with value > s_j − m
     count = (c - first).to(s.dtype)
-    per_label = count * (margin - s) + suffix.gather(1, first)
-    row = torch.where(pos, per_label, torch.zeros((), dtype=s.dtype, device=s.device)).sum(1)
-    return row, valid
+    return count * (margin - s) + suffix.gather(1, first), valid
 
 
 def pairwise_ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0,
@@ -241,8 +253,11 @@ def warp_sample(scores: torch.Tensor, pos: torch.Tensor, margin: float = 1.0, ma
             "draws": draws, "rank": rank}
 
 
+WARP_FORMS = ("paper", "sampled_pair")
+
+
 def _warp_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float, max_trials: int | None,
-               generator: torch.Generator | None, table: torch.Tensor | None = None
+               generator: torch.Generator | None, table: torch.Tensor | None = None, form: str = "paper"
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     n, c = scores.shape
     s = scores.float()
@@ -252,8 +267,12 @@ def _warp_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float, max_trial
     if table is None:
         table = warp_rank_weights(c)
     weight = table.to(device=s.device, dtype=s.dtype)[draw["rank"]]  # 0 where no violator was found
-    hinge = margin - s[draw["row"], draw["positive"]] + s[draw["row"], draw["negative"]]
-    pair_loss = weight * hinge.clamp(min=0)
+    if form == "paper":  # L(r_j) times the hinge summed over every negative of the row
+        per_label, _ = _pairwise_per_label(s, pos, margin)
+        pair_loss = weight * per_label[draw["row"], draw["positive"]]
+    else:  # WSABIE: L(r_j) times the sampled violator's hinge only
+        hinge = margin - s[draw["row"], draw["positive"]] + s[draw["row"], draw["negative"]]
+        pair_loss = weight * hinge.clamp(min=0)
     row = torch.zeros(n, dtype=s.dtype, device=s.device).index_add(0, draw["row"], pair_loss)
     found = draw["found"]
     stats = {"pairs": torch.tensor(found.numel()), "violated_pairs": found.sum(),
@@ -261,13 +280,20 @@ def _warp_rows(scores: torch.Tensor, pos: torch.Tensor, margin: float, max_trial
     return row, valid, stats
 
 
+def _check_form(form: str) -> str:
+    if form not in WARP_FORMS:
+        raise UserError(f"WARP form must be one of {', '.join(WARP_FORMS)}, got {form!r}")
+    return form
+
+
 def warp_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 1.0, max_trials: int | None = None,
-              generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
-    """WARP: ``Σ_j L(⌊(C−1)/N_j⌋) · max(0, m − s_j + s_k̂_j)`` with ``k̂_j`` the sampled violator (Sec. 3.3)."""
+              generator: torch.Generator | None = None, reduction: str = "mean", form: str = "paper") -> torch.Tensor:
+    """WARP (Sec. 3.3): ``Σ_j L(⌊(C−1)/N_j⌋) · Σ_k max(0, m − s_j + s_k)`` (``form="paper"``), or with the
+    sampled violator's hinge ``max(0, m − s_j + s_k̂_j)`` in place of the sum (``form="sampled_pair"``)."""
     _check_reduction(reduction)
     m = _check_margin(margin)
     pos = _check_inputs(scores, targets, "WARPLoss")
-    row, valid, _ = _warp_rows(scores, pos, m, _check_trials(max_trials), generator)
+    row, valid, _ = _warp_rows(scores, pos, m, _check_trials(max_trials), generator, form=_check_form(form))
     return _reduce(row, valid, reduction)
 
 
@@ -330,32 +356,36 @@ class PairwiseRankingLoss(_MultilabelLoss):
 class WARPLoss(_MultilabelLoss):
     """Weighted Approximate Ranking loss (Gong et al. Sec. 3.3; Weston et al. 2011).
 
-    For each positive label ``j`` of an image, negatives are drawn in random order until one, ``k``,
+    For each positive label ``j`` of an image, negatives are drawn in random order until one
     violates the margin (``s_k > s_j − margin``); after ``N`` draws the rank of ``j`` is estimated
-    as ``r = ⌊(C − 1)/N⌋`` and the pair costs ``L(r) · (margin − s_j + s_k)`` with
-    ``L(r) = Σ_{i≤r} 1/i`` (precomputed table). Only chosen pairs receive gradient. All pairs of the
-    batch are sampled at once (module docstring); the draws come from ``generator``.
+    as ``r_j = ⌊(C − 1)/N⌋`` and weighted by ``L(r_j) = Σ_{i≤r_j} 1/i`` (precomputed table).
+    With ``form="paper"`` (default, Gong et al.'s objective) the positive costs
+    ``L(r_j) · Σ_{k∈neg} max(0, margin − s_j + s_k)``: every violating negative receives gradient.
+    With ``form="sampled_pair"`` (Weston et al.'s WSABIE estimator) only the sampled violator ``k̂``
+    does: ``L(r_j) · (margin − s_j + s_k̂)``. All pairs of the batch are sampled at once (module
+    docstring); the draws come from ``generator``.
 
     Args:
         num_labels: C, the number of labels (the weight table is precomputed for it).
         margin: hinge margin (paper: 1).
         max_trials: cap on draws per positive; ``None`` (default) allows all the row's negatives,
             so a pair is skipped only when no negative violates. A pair that finds no violator within
-            the cap contributes 0.
+            the cap contributes 0 (its rank estimate is 0, ``L(0) = 0``), in both forms.
         generator: a ``torch.Generator`` on the scores' device, for reproducible sampling
             (``None``: torch's global generator).
         reduction: ``mean`` over valid rows (default), ``sum`` or ``none``.
+        form: ``"paper"`` or ``"sampled_pair"`` (above).
 
     Example::
 
         >>> g = torch.Generator().manual_seed(0)
         >>> loss = WARPLoss(num_labels=5, generator=g)
         >>> loss(torch.zeros(1, 5), torch.tensor([[1., 0, 0, 0, 0]]))  # every negative violates: N = 1
-        tensor(2.0833)                                                  # L(4) · 1 = 1 + 1/2 + 1/3 + 1/4
+        tensor(8.3333)                                       # L(4) · 4 hinges of 1 = (1 + 1/2 + 1/3 + 1/4) · 4
     """
 
     def __init__(self, num_labels: int, margin: float = 1.0, max_trials: int | None = None,
-                 generator: torch.Generator | None = None, reduction: str = "mean") -> None:
+                 generator: torch.Generator | None = None, reduction: str = "mean", form: str = "paper") -> None:
         super().__init__(reduction)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise UserError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -364,14 +394,15 @@ class WARPLoss(_MultilabelLoss):
         self.margin = _check_margin(margin)
         self.max_trials = _check_trials(max_trials)
         self.generator = generator
+        self.form = _check_form(form)
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         pos = _check_inputs(scores, targets, type(self).__name__)
         if scores.shape[1] != self.num_labels:
             raise UserError(f"WARPLoss was built for {self.num_labels} labels, scores have {scores.shape[1]}")
         row, valid, stats = _warp_rows(scores, pos, self.margin, self.max_trials, self.generator,
-                                       self.rank_weights)
+                                       self.rank_weights, self.form)
         return self._finish(row, valid, stats)
 
     def extra_repr(self) -> str:
-        return f"num_labels={self.num_labels}, margin={self.margin}, max_trials={self.max_trials}"
+        return f"num_labels={self.num_labels}, margin={self.margin}, max_trials={self.max_trials}, form={self.form!r}"

@@ -8,7 +8,20 @@ class and pushed away from every other proxy with the NCA loss (Sec. 4, Eq. 9 of
 
 i.e. squared Euclidean distance between the L2-normalised embedding and L2-normalised proxies, with
 the positive proxy *excluded* from the denominator (so the loss can be negative). ``scale`` multiplies
-the squared distances (``scale=1`` is the paper's formula; larger values sharpen the softmax).
+the squared distances, i.e. it is the inverse temperature ``1/T`` of the softmax over ``-d``:
+
+* ``scale=1`` is Eq. 9 as printed (the paper states no temperature) and our default;
+* the widely used PyTorch re-implementation (dichotomies/proxy-nca, the basis of ProxyNCA++'s
+  baseline) multiplies the normalised proxies by 3, i.e. ``scale = 9`` (T = 1/9); with unit vectors
+  ``d ∈ [0, 4]``, so ``scale=1`` leaves the softmax nearly flat over many classes and 9 is a
+  reasonable value to try (the recipe exposes it as ``--set scale=9``).
+
+Proxy initialisation (the paper is silent): ``proxy_init="unit"`` (default) draws each proxy row
+from N(0, I) and rescales it to unit norm, so proxies start on the same sphere the normalised
+embeddings live on and an optimizer step has the same size relative to a proxy whatever D is (the
+reference implementation's ``randn / 8`` gives norm ≈ 1 at its D = 64). ``proxy_init="gaussian"``
+keeps raw N(0, ``proxy_init_std``²) rows (norm ≈ √D: pytorch-metric-learning's choice and ours before),
+under which RMSProp's roughly lr-sized steps move a proxy's direction √D times more slowly.
 
 Proxy assignment (Sec. 3.2):
 
@@ -149,15 +162,17 @@ class ProxyNCALoss(nn.Module):
             pytorch-metric-learning's variant.
         assignment: ``"auto"`` (static when ``num_proxies`` equals ``num_classes``, else dynamic),
             ``"static"`` or ``"dynamic"``.
-        proxy_init_std: proxies start as N(0, std²) rows (their scale is irrelevant after
-            normalisation; it matters for the optimizer's step size relative to the proxy norm).
+        proxy_init: ``"unit"`` (default: N(0, I) rows rescaled to norm 1) or ``"gaussian"`` (N(0,
+            ``proxy_init_std``²) rows); see the module docstring. The scale is irrelevant to the loss
+            after normalisation; it sets the optimizer's step size relative to the proxy norm.
+        proxy_init_std: the standard deviation of ``"gaussian"`` initialisation.
 
     ``forward(embeddings B×D, labels B) -> scalar`` (mean over the batch).
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, num_proxies: int | None = None,
                  scale: float = 1.0, exclude_positive: bool = True, assignment: str = "auto",
-                 proxy_init_std: float = 1.0) -> None:
+                 proxy_init: str = "unit", proxy_init_std: float = 1.0) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -174,6 +189,8 @@ class ProxyNCALoss(nn.Module):
             raise UserError(f"scale must be a positive finite number, got {scale!r}")
         if not isinstance(proxy_init_std, (int, float)) or not proxy_init_std > 0:
             raise UserError(f"proxy_init_std must be positive, got {proxy_init_std!r}")
+        if proxy_init not in ("unit", "gaussian"):
+            raise UserError(f"proxy_init must be unit or gaussian, got {proxy_init!r}")
         if assignment not in ("auto", "static", "dynamic"):
             raise UserError(f"assignment must be auto, static or dynamic, got {assignment!r}")
         if assignment == "auto":
@@ -183,12 +200,14 @@ class ProxyNCALoss(nn.Module):
                             f"num_classes={num_classes} (use assignment='dynamic')")
         self.num_classes, self.embedding_dim, self.num_proxies = num_classes, embedding_dim, num_proxies
         self.scale, self.exclude_positive, self.assignment = float(scale), bool(exclude_positive), assignment
-        self.proxies = nn.Parameter(torch.randn(num_proxies, embedding_dim) * proxy_init_std)
+        init = torch.randn(num_proxies, embedding_dim)
+        self.proxies = nn.Parameter(F.normalize(init, dim=1) if proxy_init == "unit" else init * proxy_init_std)
+        self.proxy_init = proxy_init
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, "
                 f"num_proxies={self.num_proxies}, scale={self.scale}, exclude_positive={self.exclude_positive}, "
-                f"assignment={self.assignment!r}")
+                f"assignment={self.assignment!r}, proxy_init={self.proxy_init!r}")
 
     def param_groups(self, model_params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
                      lr_mult: float = 1.0, proxy_weight_decay: float = 0.0) -> list[dict[str, Any]]:

@@ -2,17 +2,34 @@
 Computer Vision", CVPR 2016, arXiv 1512.00567), with exact weight compatibility with torchvision,
 timm and TF-slim.
 
-The network (paper Table 1, Sec. 5-7; PAPERS.md §2), 299×299 input:
+The network, 299×299 input. We build the *released* model (Google's TF-slim checkpoint, which
+torchvision and timm reproduce), because that is what every published weight file and number
+refers to; where the released layout departs from the paper's figures and Table 1 it is said per
+block (paper Sec. 5-7; PAPERS.md §2):
 
-* stem: 3×3/2, 3×3, 3×3 (padded), max-pool 3×3/2, 1×1, 3×3, max-pool 3×3/2 (Sec. 6: the 7×7 stem
-  factorised into 3×3 convolutions) → 35×35×192;
-* 3 × the 35×35 module (Fig. 5: 5×5 factorised into two 3×3), ``Mixed_5b..5d``;
-* grid reduction 35→17 with parallel stride-2 convolution and pooling (Fig. 10, Sec. 7), ``Mixed_6a``;
-* 4 × the 17×17 module with n×1/1×n factorisation, n = 7 (Fig. 6, Sec. 3.2), ``Mixed_6b..6e``;
-* grid reduction 17→8 (``Mixed_7a``), 2 × the 8×8 module with expanded filter banks (Fig. 7),
-  ``Mixed_7b..7c``; global average pooling, dropout, linear classifier;
-* the auxiliary classifier on the last 17×17 layer with batch-normalised convolutions (Sec. 4,
-  "BN-auxiliary" of Table 3), ``AuxLogits``.
+* stem ``Conv2d_1a..4a``: 3×3/2 (32), 3×3 (32), 3×3 padded (64), max-pool 3×3/2, 1×1 (80), 3×3 (192),
+  max-pool 3×3/2 → 35×35×192 (Sec. 6: the 7×7 stem factorised into 3×3 convolutions). As we read
+  Table 1 it ends with 3×3 (80), 3×3/2 (192), 3×3 (288) instead of the released 1×1 (80), 3×3 (192),
+  max-pool: the released stem is the one here.
+* :class:`InceptionA`, ``Mixed_5b..5d`` (35×35): four branches, 1×1 (64); 1×1 (48) → **5×5** (64);
+  1×1 (64) → 3×3 (96) → 3×3 (96); average-pool → 1×1 (32, then 64, 64). Fig. 5 of the paper
+  replaces the 5×5 convolution by two 3×3 convolutions; the released model keeps *both* a 5×5 branch
+  and the factorised double-3×3 branch. We follow the release (the 5×5 branch is what
+  ``Mixed_5b.branch5x5_*`` weights fill).
+* :class:`InceptionB`, ``Mixed_6a`` (35→17): 3×3/2 (384); 1×1 (64) → 3×3 (96) → 3×3/2 (96); max-pool
+  3×3/2, in parallel and concatenated: the grid reduction of Fig. 10 (Sec. 7).
+* :class:`InceptionC`, ``Mixed_6b..6e`` (17×17): Fig. 6 with n = 7 (Sec. 3.2): 1×1 (192); 1×1 (c) →
+  1×7 (c) → 7×1 (192); 1×1 (c) → 7×1 → 1×7 → 7×1 → 1×7 (192); average-pool → 1×1 (192), with
+  c = 128, 160, 160, 192. Table 1 lists five such modules; the release has four, as here.
+* :class:`InceptionD`, ``Mixed_7a`` (17→8): 1×1 (192) → 3×3/2 (320); 1×1 (192) → 1×7 → 7×1 → 3×3/2
+  (192); max-pool 3×3/2. Table 1 points to Fig. 10 for this reduction; the release adds the 1×7/7×1
+  factorisation to its second branch.
+* :class:`InceptionE`, ``Mixed_7b..7c`` (8×8): the expanded filter bank of Fig. 7: 1×1 (320);
+  1×1 (384) → [1×3, 3×1] (384 each, concatenated); 1×1 (448) → 3×3 (384) → [1×3, 3×1];
+  average-pool → 1×1 (192).
+* global average pooling, dropout (keep 0.8 in TF-slim), linear classifier;
+* :class:`InceptionAux` on the last 17×17 layer with batch-normalised convolutions (Sec. 4,
+  "BN-auxiliary" of Table 3), ``AuxLogits``: average-pool 5×5/3, 1×1 (128), 5×5 (768), linear.
 
 Module and state-dict names are those of torchvision's ``Inception3`` and timm's ``inception_v3``
 (``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1.bn.running_mean``, ``AuxLogits.conv1...``,
@@ -99,7 +116,7 @@ def channels(width: float = 1.0):
 
 
 class InceptionA(nn.Module):
-    """35×35 module (paper Fig. 5): 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg-pool→1×1.
+    """35×35 module, released layout (Fig. 5 with a 5×5 branch kept): 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg-pool→1×1.
 
     torchvision keeps the 5×5 branch of the released weights (the paper's Fig. 5 factorises it
     into two 3×3; the released network has both a 5×5 and a double-3×3 branch); names follow it.

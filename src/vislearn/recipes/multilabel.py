@@ -50,6 +50,7 @@ class MultilabelConfig(TrainConfig):
     loss: str = "warp"  # softmax | pairwise | warp (Gong et al. Sec. 3)
     margin: float = 1.0  # hinge margin of the pairwise and WARP losses (paper: 1)
     max_trials: int = 0  # WARP draws per positive; 0: up to all the image's negatives
+    warp_form: str = "paper"  # paper: L(r_j)·Σ_k hinge (Gong et al. Sec. 3.3) | sampled_pair: WSABIE's one violator
     width: float = 0.125  # channel/FC width multiplier of the network (paper: 1.0)
     norm: str = "bn"  # lrn (paper) | bn | none
     dropout: float = 0.5
@@ -83,14 +84,15 @@ class MultilabelModule(nn.Module):
 
 
 def build_multilabel_loss(name: str, num_labels: int, margin: float = 1.0, max_trials: int | None = None,
-                          generator: torch.Generator | None = None) -> nn.Module:
+                          generator: torch.Generator | None = None, warp_form: str = "paper") -> nn.Module:
     """``softmax`` | ``pairwise`` | ``warp`` → the loss module (Gong et al. Sec. 3.1–3.3)."""
     if name == "softmax":
         return MultilabelSoftmaxLoss()
     if name == "pairwise":
         return PairwiseRankingLoss(margin=margin)
     if name == "warp":
-        return WARPLoss(num_labels, margin=margin, max_trials=max_trials or None, generator=generator)
+        return WARPLoss(num_labels, margin=margin, max_trials=max_trials or None, generator=generator,
+                        form=warp_form)
     raise UserError(f"unknown multilabel loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
@@ -178,6 +180,7 @@ class MultilabelRecipe(Recipe):
             raise UserError(f"k must be in [1, {len(classes)}], got {cfg.k}")
         model = create_model(cfg.model, num_classes=len(classes), label_names=classes, image_size=cfg.image_size,
                              width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
-        loss = build_multilabel_loss(cfg.loss, len(classes), cfg.margin, cfg.max_trials or None)
+        loss = build_multilabel_loss(cfg.loss, len(classes), cfg.margin, cfg.max_trials or None,
+                                     warp_form=cfg.warp_form)
         return Task(MultilabelModule(model, loss), train, test, model=model,
                     evaluate=functools.partial(evaluate_multilabel, k=cfg.k))

@@ -87,7 +87,8 @@ class ProxyNCAConfig(TrainConfig):
     shapes_per_class: int = 40  # shapes: images per class
     image_size: int = 32
     samples_per_class: int = 0  # > 0: P×K batches of groups (batch_size counts groups)
-    scale: float = 1.0  # Proxy-NCA: multiplies squared distances (1 = the paper's formula)
+    scale: float = 1.0  # Proxy-NCA: inverse temperature on squared distances (1 = Eq. 9; reference code: 9)
+    proxy_init: str = "unit"  # unit: N(0, I) rows at norm 1 | gaussian: raw N(0, 1) rows (norm ≈ √D)
     num_proxies: int = 0  # 0: one per training class (static assignment)
     exclude_positive: bool = True
     proxy_lr_mult: float = 100.0
@@ -130,7 +131,8 @@ def build_task(cfg: ProxyNCAConfig, train: Any, test: Any) -> Task:
     n_train = num_classes_of(train)
     if cfg.loss == "proxy_nca":
         loss: nn.Module = ProxyNCALoss(n_train, cfg.embedding_dim, num_proxies=cfg.num_proxies or None,
-                                       scale=cfg.scale, exclude_positive=cfg.exclude_positive)
+                                       scale=cfg.scale, exclude_positive=cfg.exclude_positive,
+                                       proxy_init=cfg.proxy_init)
     elif cfg.loss == "triplet":
         loss = TripletLoss(margin=cfg.margin, mining=cfg.mining)
     else:
@@ -174,7 +176,8 @@ class ProxyNCARecipe(Recipe):
             steps=20000,  # unverified: training length
             image_size=224,  # unverified: BN-Inception's ImageNet input size
             dataset="cub200",  # Sec. 5.1: CUB-200-2011, classes 1-100 train / 101-200 test
-            scale=1.0,  # Eq. 9 as written (no temperature)
+            scale=1.0,  # Eq. 9 as written (no temperature; the dichotomies re-implementation uses 9)
+            proxy_init="unit",  # unverified: the paper does not say; norm 1 as the reference code's randn/8 at D=64
             exclude_positive=True,  # Eq. 9: the denominator sums over negatives
             eval_every=1000, log_every=50, eval_nmi=True),
     }
