@@ -168,9 +168,9 @@ def test_evaluate_proposals_ignores_proposals_on_crowds_and_resize_scales_areas(
     _, t = ResizedDetection(Items(True), 100)[0]
     assert t["boxes"].tolist() == [[0.0, 0, 40, 40], [50, 50, 100, 100]]
     assert t["area"].tolist() == [1200.0, 2400.0] and t["area"].dtype == torch.float64
-    out = {c: evaluate_proposals(FixedProposals(), DataLoader(ResizedDetection(Items(c), 100), batch_size=2,
-                                                              collate_fn=detection_collate), top_k=2, num_proposals=(2,))
-           for c in (True, False)}
+    loaders = {c: DataLoader(ResizedDetection(Items(c), 100), batch_size=2, collate_fn=detection_collate)
+               for c in (True, False)}
+    out = {c: evaluate_proposals(FixedProposals(), loaders[c], top_k=2, num_proposals=(2,)) for c in (True, False)}
     # flagged: the proposal inside the region has crowd IoU 1 and is ignored; the region is not a box to find
     assert out[True] == {"recall@2": 1.0, "proposal_ap50": 1.0}
     # unflagged, the region is a box that the proposal misses (IoU 900/2500) and the proposal a false positive
