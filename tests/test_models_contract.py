@@ -86,8 +86,9 @@ NO_FEATURES: dict[str, str] = {}
 # Models whose feature maps are not spatial, or whose spatial size does not follow the input.
 # parameters that forward() does not use, by name prefix, with the reason
 NOT_IN_FORWARD: dict[str, tuple[str, str]] = {
-    name: ("head.logistic.", "the logistic map turns distances into ratings; forward returns the distance")
-    for name in ("semantic_vgg16", "lpips_vgg")
+    **{name: ("head.logistic.", "the logistic map turns distances into ratings; forward returns the distance")
+       for name in ("semantic_vgg16", "lpips_vgg")},
+    "swycc": ("decoder_", "forward is the encoder; both decoders train through swycc_loss (test_models_swycc.py)"),
 }
 FLAT_FEATURES = {"mlp": "an MLP: its one feature is a flat N×width vector (stride 1 by definition)"}
 FIXED_GRID = {"msc_multibox": "each map is pooled to its g×g grid whatever the input size; "
@@ -147,6 +148,8 @@ def _expected_shapes(model: nn.Module, n: int) -> dict[str, tuple[int, ...]] | t
         return {"loc": (n, model.num_priors, 4), "logits": (n, model.num_priors)}
     if hasattr(model, "embedding_dim"):
         return (n, model.embedding_dim)
+    if hasattr(model, "latent_channels"):  # an autoencoder: forward is the encoder, z is N×C×H/f×W/f
+        return (n, model.latent_channels)
     if getattr(model, "features_only", False):
         return (n, model.feature_info[-1].channels)  # leading dims only; spatial size checked finite
     classes = getattr(model, "num_classes", None) or model.model_kwargs.get("num_classes")
