@@ -37,7 +37,7 @@ from vislearn.nn import fold_batchnorm
 NAMES = list_models()
 # Full-reference metrics built on a registered backbone (vgg16, checked here in full): forward takes a
 # pair of images and returns a distance; they have no feature maps, no BN and no normalisation of their
-# own, so only forward/backward apply. Their values are checked against lpips in test_perceptual.py.
+# own, so only forward/backward apply. Their values are checked against lpips in test_metrics_perceptual.py.
 PAIR_METRICS: dict[str, str] = {n: "a pair-input perceptual distance on the vgg16 trunk"
                                 for n in ("semantic_vgg16", "lpips_vgg")}
 IMAGE_MODELS = [n for n in NAMES if n not in PAIR_METRICS]
@@ -66,7 +66,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "multilabel_net": {"width": 0.05, "num_classes": 7},
     "multilabel_net_small": {"num_classes": 7},
     "small_convnet": {"widths": (4, 8, 8, 16), "num_classes": 7},
-    # the conv trunk only: the 120M-parameter classifier is checked against torchvision in test_vgg.py
+    # the conv trunk only: the 120M-parameter classifier is checked against torchvision in test_models_vgg.py
     "vgg16": {"features_only": True},
     # LPIPS needs its learned linear layers: the lpips package ships them
     "lpips_vgg": {"lin_weights": str(Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth")},

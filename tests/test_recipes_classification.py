@@ -1,5 +1,5 @@
-"""The classifier training loss: label-smoothed cross-entropy plus the weighted auxiliary term,
-against F.cross_entropy on a fixed tiny model and a hand-computed smoothing case."""
+"""recipes/classification.py: the classifier training loss (label-smoothed CE + weighted aux CE against
+F.cross_entropy and a hand case) and the expected calibration error (hand case, torchmetrics oracle)."""
 
 import math
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
 
-from vislearn.recipes.classification import ClassifierModule
+from vislearn.recipes.classification import ClassifierModule, expected_calibration_error
 
 
 class _TwoHeads(nn.Module):
@@ -52,3 +53,30 @@ def test_label_smoothing_by_hand():
 
     out = ClassifierModule(Fixed(), label_smoothing=0.2)((torch.zeros(1, 1), torch.tensor([0])))
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def _logits_with_confidence(conf: float, pred: int, classes: int = 2) -> torch.Tensor:
+    # two classes: softmax max = conf when the predicted logit exceeds the other by log(conf/(1-conf))
+    z = torch.zeros(classes)
+    z[pred] = math.log(conf / (1 - conf))
+    return z
+
+
+def test_ece_hand_computed_two_bins():
+    # 4 samples, 2 bins [0, .5), [.5, 1]; all land in the upper bin except none -> one bin in use:
+    # confidences 0.9, 0.9, 0.6, 0.6 (mean 0.75), correct 1, 0, 1, 1 (accuracy 0.75) -> ECE 0
+    logits = torch.stack([_logits_with_confidence(c, 0) for c in (0.9, 0.9, 0.6, 0.6)])
+    labels = torch.tensor([0, 1, 0, 0])
+    assert expected_calibration_error(logits, labels, bins=2) == pytest.approx(0.0, abs=1e-6)
+    # with 10 bins the two confidences separate: bin 0.9 has acc 0.5 (|0.5-0.9| = 0.4), bin 0.6 has
+    # acc 1.0 (|1-0.6| = 0.4); each holds half the samples -> ECE = 0.5·0.4 + 0.5·0.4 = 0.4
+    assert expected_calibration_error(logits, labels, bins=10) == pytest.approx(0.4, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ece_equals_torchmetrics(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(500, 7, generator=g) * 2
+    labels = torch.randint(0, 7, (500,), generator=g)
+    ref = multiclass_calibration_error(logits.softmax(1), labels, num_classes=7, n_bins=15, norm="l1")
+    assert expected_calibration_error(logits, labels, bins=15) == pytest.approx(float(ref), abs=1e-6)

@@ -95,7 +95,7 @@ def test_csv_folder_data(tmp_path):
 
 
 def test_nuswide_folder_data(tmp_path):
-    from test_multilabel_nuswide import make_layout
+    from test_data_nuswide import make_layout
 
     make_layout(tmp_path)
     r = get_recipe("multilabel")
