@@ -40,7 +40,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vislearn.errors import UserError
 from vislearn.train import checkpoint as ckpt
+from vislearn.train.config import TrainConfig, resolve_config
 from vislearn.train.device import autocast_context, move_to, resolve_device
 from vislearn.train.distributed import (
     all_gather_objects,
@@ -65,71 +65,8 @@ from vislearn.train.rng import rng_state, set_rng_state
 from vislearn.train.schedules import lr_factor
 from vislearn.train.task import Task, TrainResult
 
-__all__ = ["Task", "TrainConfig", "TrainResult", "Trainer", "autocast_context", "move_to", "resolve_device",
-           "seed_everything"]
-
-
-@dataclass
-class TrainConfig:
-    """Engine settings shared by every recipe (a recipe's config dataclass inherits these)."""
-
-    steps: int = 1000  # optimizer steps in total
-    batch_size: int = 64  # global batch per optimizer step, split evenly over processes and micro-batches
-    grad_accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
-    lr: float = 0.1
-    optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop | rmsprop_tf
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.999
-    optimizer_eps: float = -1.0  # < 0: the optimizer's own default
-    rmsprop_decay: float = 0.9
-    schedule: str = "constant"  # constant | cosine | staircase | exponential | linear
-    warmup_steps: int = 0
-    decay_every: int = 1  # staircase/exponential period, in steps
-    decay_rate: float = 1.0
-    min_lr_ratio: float = 0.0
-    clip_grad: float = 0.0  # max global gradient norm; 0 disables
-    ema_decay: float = 0.0  # 0 disables the exponential moving average of weights
-    ema_eval: bool = True  # evaluate the EMA weights when an EMA is kept
-    precision: str = "fp32"  # fp32 | bf16 (CPU and CUDA autocast) | fp16 (CUDA, with a GradScaler)
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training module's forward
-    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager"/"eager" compile fast)
-    sync_bn: bool = False
-    eval_every: int = 0  # steps between evaluations; 0: only at the end
-    ckpt_every: int = 0  # steps between checkpoints; 0: only at the end (and on SIGTERM/SIGINT)
-    keep_checkpoints: int = 2
-    log_every: int = 50
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
-    eval_batch_size: int = 0  # 0: the training batch size
-    # Lengths stated in epochs and batches stated per process; :func:`resolve_config` turns them into
-    # ``steps``/``decay_every``/``batch_size`` where the dataset length and the world size are known.
-    epochs: float = 0.0  # > 0: steps = this many epochs
-    batch_per_replica: int = 0  # > 0: batch_size = this × the number of processes
-    decay_epochs: float = 0.0  # > 0: decay_every = this many epochs of steps
-
-
-def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainConfig:
-    """A copy of ``cfg`` with the epoch- and per-replica settings turned into engine settings.
-
-    ``batch_size = batch_per_replica × world_size`` when ``batch_per_replica > 0``; an epoch is
-    ``max(1, train_size // batch_size)`` steps (the engine drops the last partial batch), and
-    ``steps = max(1, round(epochs × steps_per_epoch))``, ``decay_every = max(1, round(decay_epochs
-    × steps_per_epoch))`` when those are > 0. ``cfg`` itself is never changed (a pure function).
-    """
-    changes: dict[str, Any] = {}
-    batch = cfg.batch_per_replica * world_size if cfg.batch_per_replica > 0 else cfg.batch_size
-    if batch != cfg.batch_size:
-        changes["batch_size"] = batch
-    steps_per_epoch = max(1, train_size // max(1, batch))
-    if cfg.epochs > 0:
-        changes["steps"] = max(1, round(cfg.epochs * steps_per_epoch))
-    if cfg.decay_epochs > 0:
-        changes["decay_every"] = max(1, round(cfg.decay_epochs * steps_per_epoch))
-    return dataclasses.replace(cfg, **changes) if changes else dataclasses.replace(cfg)
+__all__ = ["Task", "TrainConfig", "TrainResult", "Trainer", "autocast_context", "move_to", "resolve_config",
+           "resolve_device", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
