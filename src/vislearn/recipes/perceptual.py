@@ -7,12 +7,11 @@ against the human fraction (one temperature, where LPIPS learns a small network 
 ``w = softplus(rho)`` (non-negative without projection), Adam, a held-out split by reference image
 (:func:`split_by_group`), early stopping on the held-out loss with the best weights restored.
 
-The backbone is frozen and pooling is a mean, so a judgment reduces to :class:`PairFeatures` (pooled
-per-channel squared differences, :func:`precompute_judgments`) and the one engine trains the small
-:class:`HeadFitModule` on those rows. The recipe exports the best held-out ``PerceptualHead`` (load it
-with ``create_metric("semantic_vgg16", weights=PATH)``) but runs to ``steps``; :func:`fit` also stops
-early. Data: a TID2013, KADID-10k or BAPPS-2AFC folder (:mod:`vislearn.data.iqa_sets`), else
-synthetic judgments on the embedded photos (:func:`synthetic_judgments`, what the reproduction checks).
+Frozen backbone + mean pooling: a judgment reduces to :class:`PairFeatures` (pooled per-channel squared
+differences) and the one engine trains the small :class:`HeadFitModule` on those rows; the recipe exports
+the best held-out ``PerceptualHead`` (``create_metric("semantic_vgg16", weights=PATH)``), :func:`fit`
+also stops early. Data: TID2013, KADID-10k or BAPPS-2AFC (:mod:`vislearn.data.iqa_sets`), else synthetic
+judgments on the embedded photos (:func:`synthetic_judgments`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from vislearn.metrics.perceptual import create_metric
 from vislearn.models.perceptual import VGG_STAGES, PerceptualHead, PerceptualMetric
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig, Trainer
+from vislearn.train.hooks import Hook
 
 __all__ = ["FitResult", "HeadFitModule", "PairFeatures", "PerceptualConfig", "PerceptualRecipe", "VGG_WEIGHTS_ENV",
            "backbone_weights_path", "distorted_photo_features", "fit", "hidden_weighting", "judgments_from_features",
@@ -247,10 +247,6 @@ class HeadFitModule(nn.Module):
         return head
 
 
-class _EarlyStop(Exception):
-    pass
-
-
 @dataclass
 class FitResult:
     """What :func:`fit` returns: held-out numbers before and after, where it stopped, the history."""
@@ -264,6 +260,32 @@ class FitResult:
     val_before: dict[str, float]
     val: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _HeldOutStopping(Hook):
+    """Every ``eval_every`` steps: score the held-out judgments, keep the best head, stop after
+    ``patience`` checks without improvement (the engine's ``should_stop``: no exception through fit)."""
+
+    def __init__(self, module: HeadFitModule, held: PairFeatures, eval_every: int, steps: int, patience: int,
+                 log: Callable[[str], None] | None) -> None:
+        self.module, self.held, self.log = module, held, log
+        self.eval_every, self.steps, self.patience = eval_every, steps, patience
+        self.since_best, self.best_step, self.history = 0, 0, []
+
+    def after_optimizer_step(self, module: nn.Module, step: int) -> None:
+        if step % self.eval_every and step != self.steps:
+            return
+        r = self.module.held_out(self.held)
+        self.history.append({"step": step, "split": "val", **r})
+        if self.module.remember_if_best(r["loss"]):
+            self.since_best, self.best_step = 0, step
+        else:
+            self.since_best += 1
+        if self.log is not None:
+            self.log(f"  step {step}: held-out " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()))
+
+    def should_stop(self, step: int, metrics: dict[str, float]) -> bool:
+        return self.since_best >= self.patience
 
 
 def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, steps: int = 3000,
@@ -283,7 +305,7 @@ def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, 
         val: an explicit held-out set (same forms as ``judgments``) instead of a split.
 
     The optimisation runs on the one training engine (:class:`vislearn.train.Trainer`, Adam) over
-    the precomputed :class:`PairFeatures`; a callback checks the held-out loss and stops early.
+    the precomputed :class:`PairFeatures`; a hook checks the held-out loss and stops early.
     """
     pf = (judgments if isinstance(judgments, PairFeatures)
           else precompute_judgments(metric, judgments, feature_batch, log))
@@ -302,36 +324,15 @@ def fit(metric: PerceptualMetric, judgments: Any, *, val_fraction: float = 0.2, 
     module.remember_if_best(before["loss"])
     cfg = TrainConfig(steps=steps, batch_size=min(batch_size, len(train)), lr=lr, optimizer="adam",
                       weight_decay=weight_decay, log_every=eval_every, eval_every=0, seed=seed, device=device)
-    state = {"since_best": 0, "best_step": 0, "history": []}
-
-    def check(trainer: Any, step: int) -> None:
-        if step % eval_every and step != steps:
-            return
-        r = module.held_out(held)
-        state["history"].append({"step": step, "split": "val", **r})
-        if module.remember_if_best(r["loss"]):
-            state["since_best"], state["best_step"] = 0, step
-        else:
-            state["since_best"] += 1
-        if log is not None:
-            log(f"  step {step}: held-out " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()))
-        if state["since_best"] >= patience:
-            raise _EarlyStop
-
-    task = Task(module=module, train_set=TensorDataset(*train.tensors()))
-    trainer = Trainer(cfg, task, out_dir=None, progress=False, callbacks=[check])
-    stopped = False
-    try:
-        result = trainer.fit()
-        history = result.history
-    except _EarlyStop:
-        stopped = True
-        history = trainer.history
+    stopper = _HeldOutStopping(module, held, eval_every, steps, patience, log)
+    task = Task(module=module, train_set=TensorDataset(*train.tensors()), hooks=[stopper])
+    trainer = Trainer(cfg, task, out_dir=None, progress=False)
+    result = trainer.fit()
     module.to("cpu")
     module.export_head(metric.head)  # the best held-out weights
     final = _held_out_of_head(metric, held)
-    return FitResult(pf.kind, len(train), len(held), trainer.step, state["best_step"], stopped, before, final,
-                     history + state["history"])
+    return FitResult(pf.kind, len(train), len(held), result.step, stopper.best_step, result.stopped_early, before,
+                     final, result.history + stopper.history)
 
 
 @torch.no_grad()
