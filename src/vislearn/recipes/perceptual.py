@@ -51,7 +51,6 @@ def backbone_weights_path(path: str | None = None) -> str | None:
     return p
 
 
-# ------------------------------------------------------------------------------------ fitting
 @dataclass
 class PairFeatures:
     """Judgments reduced to pooled per-channel squared differences (the metric's sufficient statistic).
@@ -350,7 +349,6 @@ def _held_out_of_head(metric: PerceptualMetric, held: PairFeatures) -> dict[str,
             "human_ceiling": float(torch.maximum(held.target, 1 - held.target).mean())}
 
 
-# ------------------------------------------------------------------------- synthetic judgments
 def hidden_weighting(metric: PerceptualMetric, seed: int = 0, density: float = 0.1) -> torch.Tensor:
     """A random sparse non-negative channel weighting (the ground truth of the synthetic judgments).
 
