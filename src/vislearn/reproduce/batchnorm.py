@@ -4,8 +4,11 @@ The network of Sec. 4.1 (3 hidden layers × 100 sigmoid units, 10-way softmax; B
 linear layer), batch 60, plain SGD, seeds 0/1/2, through the ``batchnorm`` recipe's ``quick``
 preset and the one training engine. Runs:
 
-* without BN at learning rates 0.1, 0.5 and 1.0 (the paper gives none; the best is picked by the
-  median number of steps to 90% test accuracy);
+* without BN at learning rates 0.1, 0.5, 1, 2, 4 and 8 (the paper gives none; the best is picked by
+  the median number of steps to 90% test accuracy). The grid is wide enough that both ends fail: at
+  0.1 the net does not reach 90% within the budget, at 8 it stays at chance (checked with seed 0:
+  lr 2 and 4 reach 90% in 1,325 and 1,150 steps, lr 8 never leaves 10%), so the best no-BN lr is an
+  interior point, not the edge of the grid;
 * with BN at the best no-BN learning rate (the comparison of the criterion), and BN-x5 / BN-x30
   style runs at 5× and 30× that rate (Sec. 4.2.2's accelerations; reported, not judged).
 
@@ -25,9 +28,9 @@ import torch
 
 from vislearn.reproduce import Outcome, ReproContext, register_reproduction
 
-NO_BN_LRS = (0.1, 0.5, 1.0)
+NO_BN_LRS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)  # both ends fail to reach 90% (module docstring)
 BN_MULTIPLIERS = {"BN-x5": 5.0, "BN-x30": 30.0}
-STEPS = 4000  # at scale 1; the best no-BN lr needs ≈2,300 steps on digits
+STEPS = 4000  # at scale 1; the best no-BN lr needs ≈1,150 steps on digits
 EVAL_EVERY = 10  # steps between evaluations for the first DENSE_UNTIL steps ...
 DENSE_UNTIL = 500
 EVAL_EVERY_LATER = 25  # ... and after them
@@ -37,7 +40,7 @@ PERCENTILES = (15, 50, 85)
 
 CRITERION = (
     "(1) median over seeds 0,1,2 of the steps the BN network (at the best no-BN lr) needs to reach 90% test "
-    "accuracy <= 1/5 of the median steps of the no-BN network at its best lr of 0.1/0.5/1.0 (fewest median "
+    "accuracy <= 1/5 of the median steps of the no-BN network at its best lr of 0.1/0.5/1/2/4/8 (fewest median "
     "steps, ties broken by accuracy; a no-BN run that never reaches 90% within the 4,000-step budget counts "
     "as 4,000, a lower bound; accuracy evaluated every 10 steps up to step 500, every 25 after); and (2) "
     "after the first 10% of training, the BN run's percentile movement (mean over the 15/50/85th "
