@@ -5,7 +5,14 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from vislearn.detection import BoxCoder, decode_boxes, grid_priors, select_proposals, sliding_window_proposals
+from vislearn.detection import (
+    BoxCoder,
+    decode_boxes,
+    grid_priors,
+    select_proposals,
+    shaped_window_proposals,
+    sliding_window_proposals,
+)
 from vislearn.errors import UserError
 from vislearn.io import save_weights
 from vislearn.models import create_model, create_model_from_weights
@@ -79,6 +86,20 @@ def test_sliding_windows_count_and_inside():
         w = sliding_window_proposals(n, (96, 128))
         assert w.shape == (n, 4)
         assert (w[:, 0] >= -1e-4).all() and (w[:, 2] <= 128 + 1e-4).all() and (w[:, 3] <= 96 + 1e-4).all()
+
+
+def test_shaped_windows_by_hand():
+    # two shapes (w, h) = (0.5, 0.25) and (0.1, 0.1) of a 100×200 (h×w) image, 3 windows: the larger
+    # shape first gets 2 (a 2-column grid), the smaller 1 (centred)
+    w = shaped_window_proposals(3, (100, 200), torch.tensor([[0.1, 0.1], [0.5, 0.25]]))
+    expected = torch.tensor([[0.0, 37.5, 100.0, 62.5], [100.0, 37.5, 200.0, 62.5], [90.0, 45.0, 110.0, 55.0]])
+    torch.testing.assert_close(w, expected)
+    sizes = (w[:, 2:] - w[:, :2])
+    torch.testing.assert_close(sizes, torch.tensor([[100.0, 25.0], [100.0, 25.0], [20.0, 10.0]]))
+    with pytest.raises(UserError):
+        shaped_window_proposals(3, (100, 200), torch.zeros(0, 2))
+    with pytest.raises(UserError):
+        shaped_window_proposals(0, (100, 200), torch.ones(1, 2))
 
 
 @pytest.mark.parametrize("mode", ["roi", "crop"])

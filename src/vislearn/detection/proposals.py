@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms
 from vislearn.detection.coding import BoxCoder
 from vislearn.errors import UserError
 
-__all__ = ["decode_boxes", "select_proposals", "sliding_window_proposals"]
+__all__ = ["decode_boxes", "select_proposals", "shaped_window_proposals", "sliding_window_proposals"]
 
 
 def decode_boxes(loc: torch.Tensor, priors: torch.Tensor, coder: BoxCoder,
@@ -89,6 +89,19 @@ def select_proposals(boxes: torch.Tensor, scores: torch.Tensor, top_k: int = 100
     return out_b, out_s, out_i
 
 
+def _window_grid(count: int, bw: float, bh: float, w: int, h: int) -> torch.Tensor:
+    """``count`` windows of size ``bw×bh`` on a regular grid of centres covering a ``w×h`` image
+    (rows and columns chosen so the grid is as square as the count allows) → ``count×4`` xyxy."""
+    cols = max(1, round(math.sqrt(count * w / h)))
+    rows = math.ceil(count / cols)
+    xs = torch.linspace(bw / 2, w - bw / 2, cols) if cols > 1 else torch.tensor([w / 2])
+    ys = torch.linspace(bh / 2, h - bh / 2, rows) if rows > 1 else torch.tensor([h / 2])
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    ctr = torch.stack([cx.reshape(-1), cy.reshape(-1)], 1)[:count]
+    half = torch.tensor([bw / 2, bh / 2])
+    return torch.cat([ctr - half, ctr + half], 1)
+
+
 def sliding_window_proposals(num: int, image_size: tuple[int, int],
                              scales: Sequence[float] = (0.15, 0.3, 0.5, 0.8),
                              aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> torch.Tensor:
@@ -111,12 +124,32 @@ def sliding_window_proposals(num: int, image_size: tuple[int, int],
         if c == 0:
             continue
         bw, bh = min(w, s * side0 * math.sqrt(a)), min(h, s * side0 / math.sqrt(a))
-        cols = max(1, round(math.sqrt(c * w / h)))
-        rows = math.ceil(c / cols)
-        xs = torch.linspace(bw / 2, w - bw / 2, cols) if cols > 1 else torch.tensor([w / 2])
-        ys = torch.linspace(bh / 2, h - bh / 2, rows) if rows > 1 else torch.tensor([h / 2])
-        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-        ctr = torch.stack([cx.reshape(-1), cy.reshape(-1)], 1)[:c]
-        half = torch.tensor([bw / 2, bh / 2])
-        out.append(torch.cat([ctr - half, ctr + half], 1))
+        out.append(_window_grid(c, bw, bh, w, h))
     return torch.cat(out).float()
+
+
+def shaped_window_proposals(num: int, image_size: tuple[int, int], shapes_wh: torch.Tensor) -> torch.Tensor:
+    """``num`` windows of the given shapes (``K×2`` normalised (w, h), e.g. k-means centres of the
+    training boxes) spread evenly over positions → ``num×4`` pixels.
+
+    The data-adapted version of :func:`sliding_window_proposals`: the windows take the sizes and
+    aspect ratios objects actually have, but still ignore the image (no ranking, no learning). The
+    windows are split as evenly as possible among the shapes, largest first, each share on a grid.
+    """
+    if num < 1:
+        raise UserError(f"number of windows must be >= 1, got {num}")
+    shapes_wh = torch.as_tensor(shapes_wh, dtype=torch.float32).reshape(-1, 2)
+    if len(shapes_wh) == 0 or not bool(((shapes_wh > 0) & torch.isfinite(shapes_wh)).all()):
+        raise UserError("shapes_wh must be a non-empty K×2 tensor of positive (w, h)")
+    h, w = image_size
+    order = (shapes_wh[:, 0] * shapes_wh[:, 1]).argsort(descending=True)
+    base, extra = divmod(num, len(shapes_wh))
+    out = []
+    for k, i in enumerate(order.tolist()):
+        c = base + (1 if k < extra else 0)
+        if c == 0:
+            continue
+        bw, bh = min(w, float(shapes_wh[i, 0]) * w), min(h, float(shapes_wh[i, 1]) * h)
+        out.append(_window_grid(c, bw, bh, w, h))
+    return torch.cat(out).float()
+
