@@ -32,6 +32,7 @@ class Reproduction:
     claim: str
     criterion: str
     seeds: tuple[int, ...] = (0, 1, 2)
+    inputs: tuple[str, ...] = ()  # optional user inputs it accepts: "data" (a dataset path), "weights" (a file)
 
 
 @dataclass
@@ -42,6 +43,8 @@ class ReproContext:
     seeds: tuple[int, ...]
     scale: float = 1.0  # < 1 shrinks budgets (tests run reproductions at a tiny scale)
     log: Callable[[str], None] = print
+    data: str | None = None  # ``vislearn reproduce NAME --data DIR`` (only where the reproduction accepts it)
+    weights: str | None = None  # ``--weights FILE`` (likewise)
 
     def steps(self, n: int, minimum: int = 1) -> int:
         """``n`` scaled by ``scale`` (at least ``minimum``)."""
@@ -55,15 +58,18 @@ class Outcome:
     figure: Any = None  # a matplotlib Figure, saved as results/NAME.png
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the table shows; by default "reproduced"/"not reproduced" from ``passed``. A reproduction whose
+    # small-scale run cannot test the paper's claim says so here (e.g. "machinery verified; claim untested").
+    verdict: str | None = None
 
 
 _REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
 def register_reproduction(name: str, *, paper: str, claim: str, criterion: str,
-                          seeds: tuple[int, ...] = (0, 1, 2)):
+                          seeds: tuple[int, ...] = (0, 1, 2), inputs: tuple[str, ...] = ()):
     def wrap(fn: Callable[[ReproContext], Outcome]):
-        _REPRODUCTIONS.register(name, Reproduction(name, fn, paper, claim, criterion, tuple(seeds)))
+        _REPRODUCTIONS.register(name, Reproduction(name, fn, paper, claim, criterion, tuple(seeds), tuple(inputs)))
         return fn
 
     return wrap

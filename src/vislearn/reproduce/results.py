@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import vislearn
+from vislearn.errors import UserError
 from vislearn.io import atomic_write_bytes, atomic_write_json
 
 
@@ -36,21 +37,27 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_reproduction(name: str, results_dir: str | os.PathLike = "results", *, scale: float = 1.0,
-                     seeds: tuple[int, ...] | None = None, log=print) -> dict[str, Any]:
+                     seeds: tuple[int, ...] | None = None, log=print, data: str | None = None,
+                     weights: str | None = None) -> dict[str, Any]:
     """Run one registered reproduction, print its claim and criterion first, write JSON and PNG."""
     from vislearn.reproduce import ReproContext, get_reproduction
 
     rep = get_reproduction(name)
+    for key, value in (("data", data), ("weights", weights)):
+        if value is not None and key not in rep.inputs:
+            accepted = ", ".join(f"--{k}" for k in rep.inputs) or "no user inputs"
+            raise UserError(f"reproduction {name!r} does not use --{key} (it accepts {accepted})")
     seeds = tuple(seeds) if seeds is not None else rep.seeds
     log(f"[{name}] {rep.paper}\n  claim: {rep.claim}\n  criterion: {rep.criterion}")
     t0 = time.time()
-    outcome = rep.fn(ReproContext(name=name, seeds=seeds, scale=scale, log=log))
+    outcome = rep.fn(ReproContext(name=name, seeds=seeds, scale=scale, log=log, data=data, weights=weights))
     wall = time.time() - t0
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "name": name, "paper": rep.paper, "claim": rep.claim, "criterion": rep.criterion,
-        "passed": bool(outcome.passed), "numbers": _plain(outcome.numbers), "notes": outcome.notes,
+        "passed": bool(outcome.passed), "verdict": _verdict(outcome), "numbers": _plain(outcome.numbers),
+        "notes": outcome.notes,
         "seeds": list(seeds), "scale": scale, "wall_s": round(wall, 2), "machine": machine_info(),
         "version": vislearn.__version__, "date": time.strftime("%Y-%m-%d"),
         **({"extra": _plain(outcome.extra)} if outcome.extra else {}),
@@ -65,9 +72,12 @@ def run_reproduction(name: str, results_dir: str | os.PathLike = "results", *, s
         outcome.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(outcome.figure)
         atomic_write_bytes(out / f"{name}.png", buf.getvalue())
-    verdict = "PASSED" if outcome.passed else "NOT REPRODUCED"
-    log(f"[{name}] {verdict} in {wall:.0f}s -> {out / (name + '.json')}")
+    log(f"[{name}] {_verdict(outcome).upper()} in {wall:.0f}s -> {out / (name + '.json')}")
     return record
+
+
+def _verdict(outcome: Any) -> str:
+    return outcome.verdict or ("reproduced" if outcome.passed else "not reproduced")
 
 
 def _plain(obj: Any) -> Any:
@@ -102,8 +112,10 @@ def write_results_table(results_dir: str | os.PathLike = "results") -> str:
         if not {"name", "claim", "passed"} <= set(r):
             continue  # benchmark files share the folder
         plot = f"[plot]({r['name']}.png)" if (out / f"{r['name']}.png").exists() else ""
+        verdict = r.get("verdict") or ("reproduced" if r["passed"] else "not reproduced")
+        shown = "yes" if verdict == "reproduced" else ("**no**" if verdict == "not reproduced" else f"*{verdict}*")
         rows.append(f"| {r['name']} | {r.get('paper', '')} | {r['claim']} | {r.get('criterion', '')} | "
-                    f"{'yes' if r['passed'] else '**no**'} | {r.get('wall_s', '')} | {plot} |")
+                    f"{shown} | {r.get('wall_s', '')} | {plot} |")
     bench = []
     for path in sorted(out.glob("bench_*.json")):
         try:
