@@ -22,6 +22,7 @@ can report them.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -52,9 +53,12 @@ def _text(node: ET.Element, tag: str, path: Path, required: bool = True) -> str 
 def _number(node: ET.Element, tag: str, path: Path) -> float:
     text = _text(node, tag, path)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UserError(f"{path}: <{tag}> must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise UserError(f"{path}: <{tag}> must be a finite number, got {text!r}")
+    return value
 
 
 def parse_voc_xml(path: str | os.PathLike) -> dict:

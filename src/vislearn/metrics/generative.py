@@ -91,7 +91,8 @@ def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.25) -> torch.T
     """
     if not isinstance(images, torch.Tensor) or not torch.is_floating_point(images) or images.dim() != 4:
         raise UserError(f"high_frequency_energy: images must be a real floating N×C×H×W tensor, got "
-                        f"{getattr(images, 'dtype', type(images).__name__)} shape {tuple(getattr(images, 'shape', ()))}")
+                        f"{getattr(images, 'dtype', type(images).__name__)} "
+                        f"shape {tuple(getattr(images, 'shape', ()))}")
     if images.shape[0] == 0:
         return images.new_zeros(0, dtype=torch.float64)
     h, w = images.shape[-2:]
