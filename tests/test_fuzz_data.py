@@ -496,3 +496,35 @@ def test_open_judgments_on_random_folder(tmp_path):
     (tmp_path / "mos_with_names.txt").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(UserError):
         open_judgments(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+@fuzz_settings(10)
+@given(body=st.binary(max_size=300), kind=st.sampled_from(["random", "truncated", "bomb", "16bit"]))
+def test_cli_predict_on_bad_images_is_one_line_and_writes_nothing(body, kind, tmp_path_factory, capsys):
+    from vislearn.cli import main
+    from vislearn.io import save_weights
+    from vislearn.models.registry import create_model
+
+    d = tmp_path_factory.mktemp("cli")
+    weights = d / "w.safetensors"
+    save_weights(create_model("small_convnet", num_classes=3), weights)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    img = d / "x.png"
+    if kind == "random":
+        img.write_bytes(body)
+    elif kind == "truncated":
+        img.write_bytes(_ENCODED["PNG"][:max(1, len(body))])
+    elif kind == "bomb":
+        img.write_bytes(_png_header_only(60_000, 60_000))
+    else:
+        Image.fromarray(np.full((32, 32), 300, np.uint16)).save(img)
+    before[img.name] = img.read_bytes()
+    code = main(["predict", "--model", "small_convnet", "--weights", str(weights), str(img), "--top", "1"])
+    err = capsys.readouterr().err
+    if kind == "16bit":
+        assert code == 0, err
+    else:
+        assert code == 2 and "x.png" in err and err.strip().count("\n") == 0, err
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # nothing written or written over
