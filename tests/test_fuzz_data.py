@@ -528,3 +528,15 @@ def test_cli_predict_on_bad_images_is_one_line_and_writes_nothing(body, kind, tm
     else:
         assert code == 2 and "x.png" in err and err.strip().count("\n") == 0, err
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # nothing written or written over
+
+
+def test_fuzz_budget_is_small_by_default_and_raised_by_the_variable(monkeypatch):
+    from _fuzz import DEFAULT_EXAMPLES, examples
+
+    monkeypatch.delenv("VISLEARN_FUZZ_EXAMPLES", raising=False)
+    assert examples() == DEFAULT_EXAMPLES and examples(40) == 40
+    monkeypatch.setenv("VISLEARN_FUZZ_EXAMPLES", "500")
+    assert examples(40) == 500
+    for bad in ("", "many", "0", "-3"):
+        monkeypatch.setenv("VISLEARN_FUZZ_EXAMPLES", bad)
+        assert examples(40) == 40
