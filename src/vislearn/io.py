@@ -152,7 +152,11 @@ def torch_load_safe(path: str | os.PathLike) -> Any:
 
 
 def _unreadable(path: str, e: Exception) -> UserError:
-    return UserError(f"cannot read weights file {path}: {type(e).__name__}: {str(e)[:200]}")
+    if type(e).__name__ == "UnpicklingError":  # torch's message goes on to advise weights_only=False: not ours
+        return UserError(f"refused weights file {path}: it holds Python objects other than tensors, and "
+                         "vislearn never unpickles a file (save the state dict with torch.save or as safetensors)")
+    first = (str(e).strip().splitlines() or [""])[0]
+    return UserError(f"cannot read weights file {path}: {type(e).__name__}: {first[:200]}")
 
 
 def read_safetensors(path: str | os.PathLike, load_tensors: bool = True) -> tuple[StateDict, dict[str, str]]:
@@ -208,6 +212,47 @@ def read_state_dict(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}, {}
+
+
+def parse_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, Any]:
+    """The vislearn entries of a weights file's metadata, validated: ``model``, ``kwargs``, ``normalization``.
+
+    A file's metadata is the user's (or anyone's) text: ``vislearn_kwargs`` must be a JSON object with
+    string keys, ``vislearn_normalization`` a pair of equal-length lists of finite numbers (mean, std)
+    with every std > 0, ``vislearn_model`` a non-empty string. Anything else is one ``UserError`` naming the
+    file and the entry, before any of it reaches a model constructor.
+    """
+    path = os.fspath(path)
+    out: dict[str, Any] = {}
+
+    def bad(key: str, why: str) -> UserError:
+        return UserError(f"weights file {path}: metadata {key!r} {why}")
+
+    def parsed(key: str) -> Any:
+        try:
+            return json.loads(meta[key])
+        except (TypeError, ValueError):
+            raise bad(key, f"is not valid JSON: {str(meta[key])[:80]!r}") from None
+
+    if META_MODEL in meta:
+        if not isinstance(meta[META_MODEL], str) or not meta[META_MODEL].strip():
+            raise bad(META_MODEL, "must be a model name")
+        out["model"] = meta[META_MODEL]
+        kwargs = parsed(META_KWARGS) if META_KWARGS in meta else {}
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+            raise bad(META_KWARGS, f"must be a JSON object of option names, got {str(meta.get(META_KWARGS))[:80]!r}")
+        out["kwargs"] = kwargs
+    if META_NORMALIZATION in meta:
+        norm = parsed(META_NORMALIZATION)
+        ok = isinstance(norm, list) and len(norm) == 2 and all(isinstance(v, list) and v for v in norm) \
+            and len(norm[0]) == len(norm[1]) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                     and np.isfinite(x) for v in norm for x in v) \
+            and all(s > 0 for s in norm[1])
+        if not ok:
+            raise bad(META_NORMALIZATION, "must be [mean list, std list] of equal length, finite, std > 0; "
+                      f"got {str(meta[META_NORMALIZATION])[:80]!r}")
+        out["normalization"] = (tuple(float(x) for x in norm[0]), tuple(float(x) for x in norm[1]))
+    return out
 
 
 def load_state_dict_checked(model: nn.Module, sd: StateDict, source: str = "state dict", strict: bool = True) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vislearn.data._checks import path_inside
 from vislearn.errors import UserError
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image", "ImageFolderDataset", "image_folder_splits", "CocoDetection",
@@ -31,21 +32,33 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file (any format PIL reads) as an RGB float tensor 3×H×W in [0, 1].
 
+    8-bit images are divided by 255; 16-bit, 32-bit integer and float images keep their precision
+    (:mod:`vislearn.data.decode`). More pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` is refused before
+    decoding.
+
     Raises:
-        UserError: naming the path, when it is missing, not a file, truncated or not an image.
+        UserError: naming the path, when it is missing, not a file, truncated, not an image, too large,
+            or holds samples outside the [0, 1] scale.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from vislearn.data.decode import check_pixel_limit, pil_to_tensor
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"image file not found: {p}" if not p.exists() else f"not an image file: {p}")
     try:
         with Image.open(p) as im:
+            check_pixel_limit(im, str(p))
             im.load()
-            arr = np.asarray(im.convert("RGB"))  # grey, palette and CMYK become RGB; alpha is dropped
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {p}: {e}") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+            return pil_to_tensor(im, str(p))
+    except UserError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow's own check at open, over twice the limit
+        raise UserError(f"cannot read image {p}: {e} (PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; "
+                        "raise that limit to read it)") from None
+    except Exception as e:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, EOFError...
+        raise UserError(f"cannot read image {p}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 # --------------------------------------------------------------------------------------- ImageFolder
@@ -170,6 +183,13 @@ class CocoDetection(Dataset):
         for n, im in enumerate(data["images"]):
             if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
                 raise UserError(f"{src}: images[{n}] lacks 'id' or 'file_name'")
+            if not isinstance(im["file_name"], str):
+                raise UserError(f"{src}: images[{n}]['file_name'] must be a string, got {im['file_name']!r}")
+            try:
+                hash(im["id"])
+            except TypeError:
+                raise UserError(f"{src}: images[{n}]['id'] must be a number or string, got {im['id']!r}") from None
+            path_inside(self.image_root, im["file_name"], f"{src}: images[{n}]")
             if im["id"] in index:
                 raise UserError(f"{src}: duplicate image id {im['id']!r}")
             index[im["id"]] = len(self.images)
@@ -298,7 +318,7 @@ class MultilabelCSV(Dataset):
                     raise UserError(f"{self.csv_path}: image {path!r} has label {lb!r}, not among the "
                                     f"{len(self.classes)} given classes")
                 targets[n, index[lb]] = 1.0
-        self.paths = [self.root / p for p, _ in rows]
+        self.paths = [path_inside(self.root, p, f"{self.csv_path}: row {n + 1}") for n, (p, _) in enumerate(rows)]
         missing = [str(p) for p in self.paths if not p.is_file()]
         if missing:
             raise UserError(f"{self.csv_path}: {len(missing)} listed image(s) not found, e.g. "

@@ -18,6 +18,8 @@ shares one reference forward pass per key and splits train/held-out by it).
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +115,8 @@ def tid2013(root: str | os.PathLike, image_size: int | None = None, limit: int =
             score, name = float(parts[0]), parts[1]
         except (ValueError, IndexError):
             raise UserError(f"{listing}:{n}: expected 'MOS filename', got {line.strip()!r}") from None
+        if not math.isfinite(score):
+            raise UserError(f"{listing}:{n}: MOS {parts[0]!r} is not finite")
         stem = name.split("_")[0]  # i01
         ref_name = next((k for k in (f"{stem}.bmp", f"{stem}.png") if k.lower() in ref_idx), f"{stem}.bmp")
         refs.append(_lookup(ref_idx, ref_name, ref_dir, f"{listing}:{n}"))
@@ -133,21 +137,28 @@ def kadid10k(root: str | os.PathLike, image_size: int | None = None, limit: int 
     img_dir = root / "images"
     idx = _index_folder(img_dir)
     refs, dists, scores = [], [], []
-    with open(table, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"dist_img", "ref_img", "dmos"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise UserError(f"{table}: expected columns {sorted(need)}, got {reader.fieldnames}")
-        for n, row in enumerate(reader, 2):
-            try:
-                score = float(row["dmos"])
-            except (TypeError, ValueError):
-                raise UserError(f"{table}:{n}: dmos {row.get('dmos')!r} is not a number") from None
-            refs.append(_lookup(idx, row["ref_img"], img_dir, f"{table}:{n}"))
-            dists.append(_lookup(idx, row["dist_img"], img_dir, f"{table}:{n}"))
-            scores.append(score)
-            if limit and len(scores) >= limit:
-                break
+    try:
+        text = table.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{table} is not UTF-8 text ({e})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    need = {"dist_img", "ref_img", "dmos"}
+    if not reader.fieldnames or not need <= set(reader.fieldnames):
+        raise UserError(f"{table}: expected columns {sorted(need)}, got {reader.fieldnames}")
+    for n, row in enumerate(reader, 2):
+        try:
+            score = float(row["dmos"])
+        except (TypeError, ValueError):
+            raise UserError(f"{table}:{n}: dmos {row.get('dmos')!r} is not a number") from None
+        if not math.isfinite(score):
+            raise UserError(f"{table}:{n}: dmos {row['dmos']!r} is not finite")
+        if not isinstance(row["ref_img"], str) or not isinstance(row["dist_img"], str):
+            raise UserError(f"{table}:{n}: expected dist_img, ref_img and dmos, got a short row")
+        refs.append(_lookup(idx, row["ref_img"], img_dir, f"{table}:{n}"))
+        dists.append(_lookup(idx, row["dist_img"], img_dir, f"{table}:{n}"))
+        scores.append(score)
+        if limit and len(scores) >= limit:
+            break
     return IQAPairs("kadid10k", refs, dists, scores, True, image_size, loader)
 
 

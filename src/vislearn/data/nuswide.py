@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vislearn.data._checks import path_inside
 from vislearn.errors import UserError
 
 __all__ = ["NUSWIDE", "read_nuswide_concepts"]
@@ -117,7 +118,10 @@ class NUSWIDE(Dataset):
         label_dir = _first_existing([root / "Groundtruth" / "TrainTestLabels", root / "TrainTestLabels"],
                                     "label folder (Groundtruth/TrainTestLabels)")
         self.label_anomalies: list[tuple[str, int, int]] = []
-        columns = [_read_labels(label_dir / f"Labels_{c}_{tag}.txt", len(rel), self.label_anomalies)
+        for n, r in enumerate(rel, 1):
+            path_inside(root, r, f"{list_path}:{n}")
+        columns = [_read_labels(path_inside(label_dir, f"Labels_{c}_{tag}.txt", f"concept {c!r}"), len(rel),
+                                self.label_anomalies)
                    for c in self.classes]
         if self.label_anomalies:
             f, line, v = self.label_anomalies[0]

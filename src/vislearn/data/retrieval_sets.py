@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from vislearn.data._checks import path_inside
 from vislearn.errors import UserError
 
 __all__ = ["RetrievalImageSet", "cars196", "cub200", "shapes_retrieval", "stanford_online_products"]
@@ -91,17 +92,20 @@ def _find_root(root: str | os.PathLike, marker: str, subdirs: Sequence[str], nam
 
 def _read_table(path: Path, ncols: int, name: str, header: bool = False) -> list[list[str]]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if header and lineno == 1:
-                continue
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=ncols - 1)
-            if len(parts) != ncols:
-                raise UserError(f"{name}: {path}:{lineno}: expected {ncols} fields, got {line!r}")
-            rows.append(parts)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{name}: {path} is not UTF-8 text ({e})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if header and lineno == 1:
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=ncols - 1)
+        if len(parts) != ncols:
+            raise UserError(f"{name}: {path}:{lineno}: expected {ncols} fields, got {line!r}")
+        rows.append(parts)
     return rows
 
 
@@ -137,7 +141,8 @@ def cub200(root: str | os.PathLike, split: str = "train", transform: Callable | 
         for i, p in images.items():
             names.setdefault(labels[i], p.split("/")[0])
     ids = sorted(i for i in images if _select(labels[i], split, 100))
-    return RetrievalImageSet([r / "images" / images[i] for i in ids], [labels[i] for i in ids], names,
+    paths = [path_inside(r / "images", images[i], f"{name}: {r / 'images.txt'} id {i}") for i in ids]
+    return RetrievalImageSet(paths, [labels[i] for i in ids], names,
                              transform, name)
 
 
@@ -165,8 +170,10 @@ def cars196(root: str | os.PathLike, split: str = "train", transform: Callable |
             rel, cls = str(a.relative_im_path), int(getattr(a, "class"))
         except AttributeError:
             raise UserError(f"{name}: annotations need 'relative_im_path' and 'class' fields") from None
+        except (TypeError, ValueError):
+            raise UserError(f"{name}: annotation class {getattr(a, 'class')!r} is not an integer") from None
         if _select(cls, split, 98):
-            paths.append(r / rel)
+            paths.append(path_inside(r, rel, f"{name}: {r / 'cars_annos.mat'}"))
             ids.append(cls)
     return RetrievalImageSet(paths, ids, names, transform, name)
 
@@ -185,7 +192,7 @@ def stanford_online_products(root: str | os.PathLike, split: str = "train",
         if not f.is_file():
             raise UserError(f"{name}: missing {f}")
         for _, cls, _, rel in _read_table(f, 4, name, header=True):
-            paths.append(r / rel)
+            paths.append(path_inside(r, rel, f"{name}: {f}"))
             ids.append(_int(cls, f, name))
     return RetrievalImageSet(paths, ids, None, transform, name)
 

@@ -22,6 +22,7 @@ can report them.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from vislearn.data._checks import path_inside
 from vislearn.errors import UserError
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "parse_voc_xml"]
@@ -51,9 +53,12 @@ def _text(node: ET.Element, tag: str, path: Path, required: bool = True) -> str 
 def _number(node: ET.Element, tag: str, path: Path) -> float:
     text = _text(node, tag, path)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UserError(f"{path}: <{tag}> must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise UserError(f"{path}: <{tag}> must be a finite number, got {text!r}")
+    return value
 
 
 def parse_voc_xml(path: str | os.PathLike) -> dict:
@@ -110,7 +115,13 @@ class VOCDetection(Dataset):
         if not split_file.is_file():
             have = sorted(p.stem for p in (self.root / "ImageSets" / "Main").glob("*.txt"))
             raise UserError(f"split file not found: {split_file} (available: {', '.join(have) or 'none'})")
-        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        try:
+            text = split_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"cannot read split file {split_file}: {e}") from None
+        ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+        for i in ids:
+            path_inside(self.root / "Annotations", f"{i}.xml", f"{split_file}: id {i!r}")
         if not ids:
             raise UserError(f"{split_file} lists no images")
         self.classes = list(classes)
@@ -120,7 +131,7 @@ class VOCDetection(Dataset):
         self.ids, self.image_paths, self.targets = [], [], []
         for i in ids:
             ann = parse_voc_xml(self.root / "Annotations" / f"{i}.xml")
-            img = self.root / "JPEGImages" / (ann["filename"] or f"{i}.jpg")
+            img = path_inside(self.root / "JPEGImages", ann["filename"] or f"{i}.jpg", f"{i}.xml <filename>")
             if not img.is_file():
                 alt = self.root / "JPEGImages" / f"{i}.jpg"
                 if not alt.is_file():

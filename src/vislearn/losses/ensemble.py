@@ -113,6 +113,9 @@ def gamma_schedule(epoch: float, num_codes: int, final: float = 0.05, start: flo
 
 def code_entropy(probs: torch.Tensor, log_probs: torch.Tensor | None = None) -> torch.Tensor:
     """Shannon entropy over the last axis, with ``0·log 0 = 0`` (nats)."""
+    if not isinstance(probs, torch.Tensor) or not torch.is_floating_point(probs):
+        raise UserError(f"code_entropy: probs must be a real floating-point tensor, got "
+                        f"{getattr(probs, 'dtype', type(probs).__name__)}")
     if log_probs is None:
         return -torch.special.xlogy(probs, probs).sum(-1)
     return -(probs * log_probs).masked_fill(probs == 0, 0.0).sum(-1)

@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 
 from vislearn.errors import UserError
+from vislearn.losses._tensors import real_tensor
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, code_entropy
 from vislearn.losses.ssl_ops import (
     AllReduce,
@@ -93,6 +94,7 @@ def mean_entropy_regularizer(anchor_probs: torch.Tensor, all_reduce: AllReduce |
 
     ``anchor_probs`` ``(samples, heads, codes)``; the mean over samples spans all processes.
     """
+    real_tensor(anchor_probs, "anchor_probs", "mean_entropy_regularizer", (3,))
     local = anchor_probs.mean(0)  # (H, K)
     mean = _StraightThroughMean.apply(local, anchor_probs.shape[0], all_reduce or dist_all_reduce)
     return (math.log(anchor_probs.shape[-1]) - code_entropy(mean)).mean()

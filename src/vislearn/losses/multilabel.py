@@ -217,6 +217,7 @@ def warp_sample(scores: torch.Tensor, pos: torch.Tensor, margin: float = 1.0, ma
         ``found``, ``violators`` (``v``), ``draws`` (``N``; where nothing was found, the draws made:
         ``min(n, max_trials)``) and ``rank`` (``⌊(C − 1)/N⌋``, 0 where not found).
     """
+    pos = _check_inputs(scores, pos, "warp_sample")
     s = scores.detach().float()
     n, c = s.shape
     device = s.device

@@ -65,12 +65,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
+from vislearn.losses._tensors import index_vector, real_matrix
 
 __all__ = ["ProxyNCALoss", "proxy_nca_loss", "squared_distances"]
 
 
 def squared_distances(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``||x_i - p_j||²`` for all pairs (B × P) as ``|x|² + |p|² - 2 x·p``: one matmul, no B×P×D tensor."""
+    real_matrix(x, "x", "squared_distances", allow_empty=True)
+    real_matrix(p, "p", "squared_distances", dim=x.shape[1], allow_empty=True)
     xx = x.pow(2).sum(1, keepdim=True)
     pp = p.pow(2).sum(1)
     return torch.addmm(pp.unsqueeze(0), x, p.t(), beta=1.0, alpha=-2.0).add_(xx)
@@ -138,6 +141,12 @@ def proxy_nca_loss(embeddings: torch.Tensor, proxies: torch.Tensor, targets: tor
     """
     if reduction not in ("mean", "sum", "none"):
         raise UserError(f"reduction must be mean, sum or none, got {reduction!r}")
+    real_matrix(embeddings, "embeddings", "proxy_nca_loss")
+    real_matrix(proxies, "proxies", "proxy_nca_loss", dim=embeddings.shape[1])
+    targets = index_vector(targets, embeddings.shape[0], "targets", "proxy_nca_loss", high=proxies.shape[0])
+    if exclude_positive and proxies.shape[0] < 2:
+        raise UserError("proxy_nca_loss: exclude_positive needs at least 2 proxies (the denominator would be "
+                        f"empty and the loss NaN), got {proxies.shape[0]}")
     if normalize:
         embeddings = F.normalize(embeddings, dim=1)
         proxies = F.normalize(proxies, dim=1)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
+from vislearn.losses._tensors import real_tensor
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, linear_ramp
 
 __all__ = ["AllReduce", "TeacherTemperature", "cosine_logits", "cross_view_loss", "dist_all_reduce", "global_mean",
@@ -113,6 +114,7 @@ def sinkhorn_knopp(log_scores: torch.Tensor, iterations: int = 3, all_reduce: Al
     """
     if iterations < 0:
         raise UserError(f"sinkhorn iterations must be >= 0, got {iterations!r}")
+    real_tensor(log_scores, "log_scores", "sinkhorn_knopp", (2, 3))
     all_reduce = all_reduce or dist_all_reduce
     q = log_scores.unsqueeze(1) if log_scores.dim() == 2 else log_scores  # (N, H, K)
     q = q.float()
@@ -131,6 +133,12 @@ def cosine_logits(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.T
     ``embeddings`` ``(..., D)``, ``prototypes`` ``(K, D)`` -> ``(..., K)``; with per-head prototypes
     ``(H, K, D)`` the embeddings must be ``(..., H, D)`` and the result is ``(..., H, K)``.
     """
+    real_tensor(embeddings, "embeddings", "cosine_logits", (1, 2, 3, 4))
+    real_tensor(prototypes, "prototypes", "cosine_logits", (2, 3))
+    if embeddings.shape[-1] != prototypes.shape[-1] or (
+            prototypes.dim() == 3 and (embeddings.dim() < 2 or embeddings.shape[-2] != prototypes.shape[0])):
+        raise UserError(f"cosine_logits: embeddings {tuple(embeddings.shape)} do not fit prototypes "
+                        f"{tuple(prototypes.shape)} (expected (..., D) with (K, D), or (..., H, D) with (H, K, D))")
     e = F.normalize(embeddings, dim=-1)
     p = F.normalize(prototypes, dim=-1)
     if p.dim() == 2:

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
+from vislearn.losses._tensors import index_vector, real_matrix
 from vislearn.losses.proxy_nca import squared_distances
 
 __all__ = ["TripletLoss", "pairwise_distances", "triplet_loss"]
@@ -58,6 +59,8 @@ def pairwise_distances(x: torch.Tensor, squared: bool = True) -> torch.Tensor:
 def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2, mining: str = "semihard",
                  squared: bool = True, normalize: bool = True) -> torch.Tensor:
     """Stateless triplet loss with in-batch mining (see the module docstring for the modes)."""
+    real_matrix(embeddings, "embeddings", "triplet_loss")
+    labels = index_vector(labels, embeddings.shape[0], "labels", "triplet_loss")
     if normalize:
         embeddings = F.normalize(embeddings, dim=1)
     d = pairwise_distances(embeddings, squared=squared)

@@ -87,7 +87,14 @@ def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.25) -> torch.T
     """Per-image energy ``Σ |FFT(x)|² / (H W)`` over frequencies with radius ``sqrt(fx² + fy²) > cutoff``.
 
     ``fx, fy`` are in cycles per pixel (``torch.fft.fftfreq``, Nyquist = 0.5), summed over channels.
+    An empty batch gives an empty result.
     """
+    if not isinstance(images, torch.Tensor) or not torch.is_floating_point(images) or images.dim() != 4:
+        raise UserError(f"high_frequency_energy: images must be a real floating N×C×H×W tensor, got "
+                        f"{getattr(images, 'dtype', type(images).__name__)} "
+                        f"shape {tuple(getattr(images, 'shape', ()))}")
+    if images.shape[0] == 0:
+        return images.new_zeros(0, dtype=torch.float64)
     h, w = images.shape[-2:]
     fy = torch.fft.fftfreq(h, device=images.device, dtype=torch.float64).view(-1, 1)
     fx = torch.fft.fftfreq(w, device=images.device, dtype=torch.float64).view(1, -1)

@@ -63,6 +63,9 @@ def knn(embeddings: torch.Tensor, k: int, chunk_size: int | None = None, memory_
     Returns ``(distances N×k, indices N×k)`` sorted by increasing distance.
     """
     x = embeddings
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.dim() != 2:
+        raise UserError(f"knn: embeddings must be a real floating N×D tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} shape {tuple(getattr(x, 'shape', ()))}")
     n = x.shape[0]
     k = min(k, n - 1 if exclude_self else n)
     if k < 1:

@@ -10,7 +10,6 @@ mis-shaped keys by name (:func:`vislearn.io.load_state_dict_checked`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +19,9 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.io import (
-    META_KWARGS,
-    META_MODEL,
-    META_NORMALIZATION,
     StateDict,
     load_state_dict_checked,
+    parse_metadata,
     read_metadata,
     read_state_dict,
 )
@@ -68,7 +65,8 @@ def find_converter(sd: StateDict, model_name: str) -> Converter | None:
 def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "", strict: bool = True) -> None:
     """Load a local weights file into ``model``, converting a peer's layout when one is recognised."""
     sd, meta = read_state_dict(path)
-    saved_name = meta.get(META_MODEL)
+    checked = parse_metadata(meta, path)
+    saved_name = checked.get("model")
     if saved_name and model_name and saved_name != model_name:
         raise UserError(f"{path} holds weights of model {saved_name!r}, not {model_name!r}")
     normalization = None
@@ -77,8 +75,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = ""
         if conv is not None:
             sd = conv.convert(sd, model)
             normalization = conv.normalization
-    if META_NORMALIZATION in meta:
-        normalization = tuple(tuple(v) for v in json.loads(meta[META_NORMALIZATION]))
+    if "normalization" in checked:
+        normalization = checked["normalization"]
     load_state_dict_checked(model, sd, source=os.fspath(path), strict=strict)
     if normalization is not None and hasattr(model, "normalization"):
         model.normalization = normalization
@@ -86,11 +84,4 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = ""
 
 def weights_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The vislearn metadata of a weights file: model name, options and normalisation (empty if none)."""
-    meta = read_metadata(path)
-    out: dict[str, Any] = {}
-    if META_MODEL in meta:
-        out["model"] = meta[META_MODEL]
-        out["kwargs"] = json.loads(meta.get(META_KWARGS, "{}"))
-    if META_NORMALIZATION in meta:
-        out["normalization"] = json.loads(meta[META_NORMALIZATION])
-    return out
+    return parse_metadata(read_metadata(path), path)

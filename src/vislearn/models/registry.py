@@ -118,7 +118,12 @@ def create_model_from_weights(path: str | os.PathLike, name: str | None = None, 
         raise UserError(f"{path} has no vislearn metadata; pass the model name explicitly")
     name = name or stored
     kwargs = {**(info["kwargs"] if stored == name else {}), **overrides}
-    return create_model(name, weights=os.fspath(path), **kwargs)
+    try:
+        return create_model(name, weights=os.fspath(path), **kwargs)
+    except (TypeError, UserError) as e:  # a stored option the model does not take, or of the wrong type
+        if os.fspath(path) in str(e):
+            raise
+        raise UserError(f"{path}: the options {kwargs} do not fit model {name!r}: {e}") from None
 
 
 def set_normalization(model: nn.Module, normalization: tuple[Any, Any]) -> None:
