@@ -24,8 +24,9 @@ from vislearn.train import checkpoint as ckpt
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import _engine_job as job  # noqa: E402
 from _faults import assert_same_states, final_states, overrides  # noqa: E402
+
+import _engine_job as job  # noqa: E402
 
 CFG = dict(steps=12, ckpt_every=5, eval_every=0, log_every=4, ckpt_minutes=0)
 
@@ -124,7 +125,8 @@ def test_every_checkpoint_damaged_is_one_error_naming_them(tmp_path):
 
 def test_latest_json_that_is_not_an_object_naming_a_checkpoint_is_ignored(tmp_path):
     _fit(tmp_path)
-    for pointer in ('[1, 2]', '"step_00000010"', '7', '{"dir": "../../etc"}', '{"dir": 3}', '{', '{"dir": "step_00000010"}'):
+    for pointer in ('[1, 2]', '"step_00000010"', '7', '{"dir": "../../etc"}', '{"dir": 3}', '{',
+                    '{"dir": "step_00000010"}'):
         (tmp_path / "checkpoints" / "latest.json").write_text(pointer)
         expected = "step_00000010" if "dir\": \"step" in pointer else "step_00000012"  # a valid pointer is followed
         assert ckpt.latest_checkpoint(tmp_path).name == expected, pointer
