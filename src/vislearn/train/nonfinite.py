@@ -33,7 +33,7 @@ class NonFiniteLossError(UserError, FloatingPointError):
 def skip_or_stop(out: dict[str, torch.Tensor], step: int, skipped: int, allowed: int,
                  out_dir: Path | None, announce: bool = True) -> dict[str, Any]:
     """The record of skipped step ``step`` (1-based), or :class:`NonFiniteLossError` when ``skipped >= allowed``."""
-    terms = {k: float(v) for k, v in sorted(out.items()) if k != "lr"}
+    terms = {k: float(v) for k, v in sorted(out.items(), key=lambda kv: (kv[0] != "loss", kv[0])) if k != "lr"}
     shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
     if skipped >= allowed:
         last = latest_checkpoint(out_dir) if out_dir is not None else None
