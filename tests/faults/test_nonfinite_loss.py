@@ -23,8 +23,9 @@ from vislearn.train.engine import NonFiniteLossError
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import _engine_job as job  # noqa: E402
 from _faults import final_states, finite, overrides, strict_json_lines  # noqa: E402
+
+import _engine_job as job  # noqa: E402
 
 CFG = dict(steps=12, ckpt_every=5, eval_every=0, log_every=2, ckpt_minutes=0)
 
