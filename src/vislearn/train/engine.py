@@ -196,8 +196,11 @@ class Trainer:
             raise UserError("the training set is smaller than one batch per process")
         if self.out_dir is not None:
             # the main process checks the folder, takes its lock and decides; every process gets its answer
-            self.resume, self._lock = agree_on_main(
-                lambda: prepare_out_dir(self.out_dir, self.resume, self.config_record), self.dist)
+            def prepare() -> bool:  # the lock stays with the main process; the others learn only the answer
+                resumed, self._lock = prepare_out_dir(self.out_dir, self.resume, self.config_record)
+                return resumed
+
+            self.resume = agree_on_main(prepare, self.dist)
         elif self.resume is True:
             raise UserError("resume needs an output directory")
         else:
