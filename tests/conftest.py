@@ -21,3 +21,18 @@ def _one_thread():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _sigint_raises_keyboard_interrupt():
+    """Tests see Python's usual SIGINT (KeyboardInterrupt) even when the suite was started with SIGINT
+    ignored, as from a background shell (``cmd &``, ``nohup``): the inherited disposition is put back after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -85,11 +85,12 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
-    Trainer(job.config(steps=30), job.task(), tmp_path, progress=False).fit()
+    # one checkpoint kept: nothing to fall back to (tests/faults covers the fall-back)
+    Trainer(job.config(steps=30, keep_checkpoints=1), job.task(), tmp_path, progress=False).fit()
     d = latest_checkpoint(tmp_path)
     (d / "trainer_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt checkpoint .*step_00000030"):
-        Trainer(job.config(steps=60), job.task(), tmp_path, resume=True, progress=False)
+        Trainer(job.config(steps=60, keep_checkpoints=1), job.task(), tmp_path, resume=True, progress=False)
 
 
 def test_two_process_gloo_ddp_matches_one_process(tmp_path):

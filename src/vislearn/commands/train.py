@@ -9,7 +9,9 @@ def register(sub) -> None:
     p.add_argument("--preset", default="quick", help="quick (CPU, minutes, embedded data) or paper")
     p.add_argument("--data", default=None, help="dataset path (default: the recipe's embedded data)")
     p.add_argument("--out", default="runs/latest", help="output directory (checkpoints, metrics, weights)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
+                   help="continue from the newest checkpoint in --out; '--resume auto' continues when there is one "
+                        "and starts fresh otherwise (the command torchrun --max-restarts reruns)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set lr=0.1 --set steps=500")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")

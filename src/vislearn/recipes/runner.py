@@ -25,6 +25,7 @@ from typing import Any
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
 from vislearn.train.engine import Task, Trainer, TrainResult, seed_everything
+from vislearn.train.run_dir import resolve_resume
 
 __all__ = ["RecipeRun", "build", "evaluate", "run"]
 
@@ -50,7 +51,7 @@ def build(name: str, preset: str = "quick", overrides: Overrides = None,
 
 
 def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str | None = None,
-        out: str | os.PathLike | None = None, resume: bool = False, progress: bool = True, *,
+        out: str | os.PathLike | None = None, resume: bool | str = False, progress: bool = True, *,
         callbacks: list[Callable[[Trainer, int], None]] | None = None,
         on_build: Callable[[Any, Task], None] | None = None) -> RecipeRun:
     """Train recipe ``name`` and return its :class:`RecipeRun` (a :class:`TrainResult`).
@@ -61,7 +62,8 @@ def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str
         data: dataset path (default: the recipe's embedded data).
         out: output directory (checkpoints, ``metrics.jsonl``, ``model.safetensors``); ``None`` keeps
             everything in memory. A directory that already holds a run needs ``resume=True``.
-        resume: continue from the newest checkpoint in ``out``.
+        resume: continue from the newest checkpoint in ``out``; ``"auto"``: continue when there is
+            one, else start fresh (what ``torchrun --max-restarts`` reruns); see :mod:`vislearn.train.run_dir`.
         progress: draw a progress bar on the main process when stderr is a terminal.
         callbacks: ``fn(trainer, step)`` after each optimizer step (passed to the Trainer).
         on_build: ``fn(cfg, task)`` after the build and before the Trainer exists (probing the
@@ -69,8 +71,8 @@ def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str
     """
     recipe = get_recipe(name)
     cfg = recipe.config(preset, overrides)  # validate overrides before touching the disk
-    if out is not None and not resume and (Path(out) / "checkpoints").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if out is not None:
+        resolve_resume(Path(out), resume)  # refuse a wrong --out before building (the engine decides again)
     cfg, task = build(name, preset, overrides, data)
     if on_build is not None:
         on_build(cfg, task)

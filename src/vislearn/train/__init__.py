@@ -2,6 +2,7 @@
 
 from vislearn.train.ema import ModelEMA
 from vislearn.train.engine import (
+    NonFiniteLossError,
     Task,
     TrainConfig,
     Trainer,
@@ -12,5 +13,5 @@ from vislearn.train.engine import (
 )
 from vislearn.train.hooks import Hook
 
-__all__ = ["Hook", "ModelEMA", "Task", "TrainConfig", "Trainer", "TrainResult", "autocast_context", "move_to",
-           "seed_everything"]
+__all__ = ["Hook", "ModelEMA", "NonFiniteLossError", "Task", "TrainConfig", "Trainer", "TrainResult",
+           "autocast_context", "move_to", "seed_everything"]

@@ -43,7 +43,10 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend ("aot_eager"/"eager" compile fast)
     sync_bn: bool = False
     eval_every: int = 0  # steps between evaluations; 0: only at the end
-    ckpt_every: int = 0  # steps between checkpoints; 0: only at the end (and on SIGTERM/SIGINT)
+    ckpt_every: int = 0  # steps between checkpoints; 0: none by step count (see ckpt_minutes, ckpt_at_eval)
+    ckpt_minutes: float = 10.0  # also checkpoint when this much wall time passed since the last one; 0: never
+    ckpt_at_eval: bool = True  # also checkpoint after every evaluation (the end and SIGTERM/SIGINT always do)
+    skip_nonfinite: int = 0  # steps with a NaN/inf loss to skip (not applied) before the run stops with an error
     keep_checkpoints: int = 2
     log_every: int = 50
     seed: int = 0

@@ -51,6 +51,17 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def any_of(flags: list, info: DistInfo) -> list[bool]:
+    """For each flag (a bool or a 0-d bool tensor), whether it is set on any process (one all-reduce)."""
+    t = torch.stack([f.detach().float().reshape(()).cpu() if isinstance(f, torch.Tensor) else torch.tensor(float(f))
+                     for f in flags])
+    if info.enabled:
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return (t > 0).tolist()
+
+
 def all_gather_objects(obj, info: DistInfo) -> list:
     """Every process's ``obj`` (the engine gathers RNG states so each rank resumes exactly)."""
     if not info.enabled:
@@ -58,6 +69,32 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every process (identity on one process)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree_on_main(fn, info: DistInfo):
+    """``fn()`` run on the main process; its result, or the ``UserError`` it raised, on every process
+    (so a refusal decided by one process never leaves the others waiting in a collective)."""
+    from vislearn.errors import UserError
+
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+    result, error = broadcast_object((result, error), info)
+    if error is not None:
+        raise UserError(error)
+    return result
 
 
 def barrier(info: DistInfo) -> None:

@@ -32,11 +32,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,59 +47,41 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vislearn.errors import UserError
+from vislearn.io import load_state_dict_checked
 from vislearn.train import checkpoint as ckpt
 from vislearn.train.config import TrainConfig, resolve_config
 from vislearn.train.device import autocast_context, move_to, resolve_device
 from vislearn.train.distributed import (
+    agree_on_main,
     all_gather_objects,
     all_reduce_mean,
+    any_of,
     barrier,
     init_distributed,
 )
 from vislearn.train.ema import ModelEMA
 from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
+from vislearn.train.metrics_log import MetricsWriter
+from vislearn.train.nonfinite import NonFiniteLossError, skip_or_stop
 from vislearn.train.optim import build_optimizer
+from vislearn.train.resume import compare_configs, reseed_value
 from vislearn.train.rng import rng_state, set_rng_state
+from vislearn.train.run_dir import RunLock, prepare_out_dir, say
 from vislearn.train.schedules import lr_factor
+from vislearn.train.signals import stop_on_signals
 from vislearn.train.task import Task, TrainResult
 
-__all__ = ["Task", "TrainConfig", "TrainResult", "Trainer", "autocast_context", "move_to", "resolve_config",
-           "resolve_device", "seed_everything"]
+__all__ = ["NonFiniteLossError", "Task", "TrainConfig", "TrainResult", "Trainer", "autocast_context", "move_to",
+           "resolve_config", "resolve_device", "seed_everything"]
+
+_now = time.monotonic  # the clock of wall-time checkpoints (a module attribute, so a test can move it)
+
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class _MetricsWriter:
-    """Appends metrics to ``metrics.jsonl`` (and TensorBoard when installed) on the main process."""
-
-    def __init__(self, out_dir: Path | None, enabled: bool) -> None:
-        self.path = out_dir / "metrics.jsonl" if (out_dir and enabled) else None
-        self.tb = None
-        if self.path is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self.tb = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k not in ("step", "split") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{record.get('split', 'train')}/{k}", v, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 class Trainer:
@@ -112,7 +92,9 @@ class Trainer:
         task: what to train.
         out_dir: where checkpoints, ``metrics.jsonl`` and ``model.safetensors`` go; ``None`` keeps
             everything in memory (reproductions that run many short trainings).
-        resume: continue from the newest checkpoint in ``out_dir`` (an error if there is none).
+        resume: continue from the newest checkpoint in ``out_dir`` (an error if there is none);
+            ``"auto"``: resume when there is one, else start fresh (see :mod:`vislearn.train.run_dir`
+            for what a folder may hold; the saved config is compared, :mod:`vislearn.train.resume`).
         progress: draw a tqdm bar on the main process when stderr is a terminal.
         callbacks: ``fn(trainer, step)`` after each optimizer step (e.g. recording activations); a
             shorthand for ``Task.hooks`` (each becomes a :class:`~vislearn.train.hooks.CallbackHook`).
@@ -120,7 +102,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, task: Task, out_dir: str | os.PathLike | None = None, *,
-                 resume: bool = False, progress: bool = True,
+                 resume: bool | str = False, progress: bool = True,
                  callbacks: list[Callable[[Trainer, int], None]] | None = None,
                  config_record: dict[str, Any] | None = None) -> None:
         probe = "cuda" if (cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda")) \
@@ -148,7 +130,16 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stopped_early = False
         self._stop_signal: int | None = None
-        self._setup()
+        self._stop_agreed = self._ckpt_due = False
+        self._skipped = 0  # non-finite steps skipped so far (checkpointed)
+        self._nonfinite = False
+        self._last_ckpt = _now()
+        self._lock: RunLock | None = None
+        try:
+            self._setup()
+        except BaseException:
+            self._release()
+            raise
 
     # ----------------------------------------------------------------------------------------- setup
     def _validate(self) -> None:
@@ -168,6 +159,10 @@ class Trainer:
                             f"batch of {c.batch_size}")
         if c.ema_decay > 0 and self.task.model_path() is None:
             raise UserError("Task.model must be a submodule of Task.module when an EMA is kept (ema_decay > 0)")
+        if not (c.ckpt_minutes >= 0 and math.isfinite(c.ckpt_minutes)):
+            raise UserError(f"ckpt_minutes must be >= 0 (0 disables), got {c.ckpt_minutes}")
+        if c.skip_nonfinite < 0:
+            raise UserError(f"skip_nonfinite must be >= 0, got {c.skip_nonfinite}")
 
     def _setup(self) -> None:
         c = self.cfg
@@ -199,21 +194,47 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         if self.steps_per_epoch == 0:
             raise UserError("the training set is smaller than one batch per process")
-        if self.out_dir is not None and self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = _MetricsWriter(self.out_dir, self.dist.is_main)
+        if self.out_dir is not None:
+            # the main process checks the folder, takes its lock and decides; every process gets its answer
+            def prepare() -> bool:  # the lock stays with the main process; the others learn only the answer
+                resumed, self._lock = prepare_out_dir(self.out_dir, self.resume, self.config_record)
+                return resumed
+
+            self.resume = agree_on_main(prepare, self.dist)
+        elif self.resume is True:
+            raise UserError("resume needs an output directory")
+        else:
+            self.resume = False
+        self.writer = MetricsWriter(self.out_dir, self.dist.is_main)
         if self.resume:
             self._load_latest()
+            if self.dist.is_main:
+                self.writer.rewrite(self.history)  # drop what a killed run logged after its checkpoint
+
+    # ----------------------------------------------------------------------------------- out folder
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _load_latest(self) -> None:
-        if self.out_dir is None:
-            raise UserError("resume needs an output directory")
-        d = ckpt.latest_checkpoint(self.out_dir)
-        if d is None:
+        """Load the newest readable checkpoint, falling back past corrupt ones (each named on stderr)."""
+        errors: list[str] = []
+        for d in ckpt.checkpoint_candidates(self.out_dir):
+            try:
+                data = ckpt.load_checkpoint(d)
+                break
+            except UserError as e:
+                errors.append(str(e))
+                if self.dist.is_main:
+                    say(f"{e}; falling back to the checkpoint before it")
+        else:
+            if errors:
+                raise UserError("; ".join(errors) + "; no other checkpoint to fall back to")
             raise UserError(f"nothing to resume: no checkpoint under {self.out_dir}/checkpoints")
-        data = ckpt.load_checkpoint(d)
-        self.module.load_state_dict(data["model"])
+        t = data["trainer"]
+        compare_configs(t.get("config") or {}, self.config_record, str(d))
+        load_state_dict_checked(self.module, data["model"], source=str(d / "model.safetensors"))
         if self.ema is not None:
             if data["ema"] is None:
                 raise UserError(f"{d} has no EMA weights but this run keeps an EMA")
@@ -221,14 +242,22 @@ class Trainer:
         state = data["state"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
         rngs = state["rng"]
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
-        t = data["trainer"]
-        self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
+        else:  # another world size: the data order carries over, the random streams are reseeded
+            seed_everything(reseed_value(self.cfg.seed, self.step, self.dist.rank))
+            if self.dist.is_main:
+                say(f"resuming a {len(rngs)}-process checkpoint on {self.dist.world_size}: the data order "
+                     f"continues at step {self.step}, random streams are reseeded from (seed, step, rank)")
         self.history = t.get("history", [])
+        self._skipped = int(t.get("skipped_nonfinite", 0))
 
     def save_checkpoint(self) -> None:
+        if self.out_dir is None:
+            return
+        self._last_ckpt = _now()
         rngs = all_gather_objects(rng_state(), self.dist)
         if not self.dist.is_main or self.out_dir is None:
             barrier(self.dist)
@@ -237,7 +266,8 @@ class Trainer:
             self.out_dir, self.step, model_state=self.module.state_dict(),
             ema_state=self.ema.state_dict() if self.ema is not None else None,
             trainer={"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "config": self.config_record,
-                     "history": self.history, "world_size": self.dist.world_size},
+                     "history": self.history, "world_size": self.dist.world_size,
+                     "skipped_nonfinite": self._skipped},
             state={"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs},
             keep=self.cfg.keep_checkpoints)
         barrier(self.dist)
@@ -279,7 +309,13 @@ class Trainer:
         return c.lr * f
 
     def train_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor]:
-        """One optimizer step over ``micro_batches``; returns each logged scalar's mean over them."""
+        """One optimizer step over ``micro_batches``; returns each logged scalar's mean over them.
+
+        Before the update the processes agree (one small all-reduce) on three flags: a non-finite loss
+        term (or gradient norm) anywhere, a stop signal anywhere, a wall-time checkpoint due anywhere.
+        A non-finite step is not applied (``self._nonfinite`` is set; :meth:`_after_step` skips it
+        or stops).
+        """
         c = self.cfg
         lr = self._set_lr()
         n = len(micro_batches)
@@ -299,6 +335,15 @@ class Trainer:
         if c.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.module.parameters(), c.clip_grad)
+        # with fp16 the GradScaler itself skips steps whose gradients overflow: only the loss is checked
+        checked = [v.reshape(()) for k, v in out.items() if k != "grad_norm" or c.precision != "fp16"]
+        self._nonfinite = self._agree_flags(~torch.isfinite(torch.stack(checked)).all())
+        if self._nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            if c.clip_grad > 0 and self.scaler.is_enabled():
+                self.scaler.update()  # closes the unscale_ above; the scale backs off as for an overflow
+            out["lr"] = torch.tensor(lr)
+            return out
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,20 +352,40 @@ class Trainer:
         out["lr"] = torch.tensor(lr)
         return out
 
+    def _agree_flags(self, nonfinite: torch.Tensor) -> bool:
+        """Set the agreed stop and checkpoint-due flags; return whether any process saw a non-finite value."""
+        due = (self.cfg.ckpt_minutes > 0 and self.out_dir is not None
+               and _now() - self._last_ckpt >= 60 * self.cfg.ckpt_minutes)
+        bad, self._stop_agreed, self._ckpt_due = any_of([nonfinite, self._stop_signal is not None, due], self.dist)
+        return bad
+
+    def _stop_requested(self) -> bool:
+        # one process: the signal counts as soon as it arrives; several: only once all have agreed on it
+        return self._stop_agreed or (not self.dist.enabled and self._stop_signal is not None)
+
     def _after_step(self, out: dict[str, torch.Tensor]) -> bool:
         """The per-step bookkeeping: counters, hooks, logging, evaluation, stopping, checkpoints.
 
         Returns whether training ends here (the last step, a stop signal, or a hook's ``should_stop``).
         """
         c = self.cfg
+        skipped = self._nonfinite
+        if skipped:
+            record = skip_or_stop(out, self.step + 1, self._skipped, c.skip_nonfinite, self.out_dir,
+                                  announce=self.dist.is_main)
+            self._skipped += 1  # skip_or_stop raised when no more skips are allowed
+            if self.dist.is_main:
+                self.history.append(record)
+                self.writer.write(record)
         self.step += 1
         self.batch_in_epoch += 1
         if self.batch_in_epoch == self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        for k, v in out.items():
-            self._logs[k] = self._logs.get(k, 0) + v.detach().float()
-        for h in self.hooks:
-            h.after_optimizer_step(self.module, self.step)
+        if not skipped:
+            for k, v in out.items():
+                self._logs[k] = self._logs.get(k, 0) + v.detach().float()
+            for h in self.hooks:
+                h.after_optimizer_step(self.module, self.step)
         if c.log_every and self.step % c.log_every == 0:
             self._log(self._logs, self.step - self._last_log, self._t0)
             self._logs, self._last_log, self._t0 = {}, self.step, time.time()
@@ -333,12 +398,14 @@ class Trainer:
         if self.step < c.steps and self._hooks_stop(out, evaluated):
             self.stopped_early = True
             return True
-        if c.ckpt_every and self.step % c.ckpt_every == 0 and self.step < c.steps:
+        if self.step < c.steps and not self._stop_requested() and (
+                (c.ckpt_every and self.step % c.ckpt_every == 0) or self._ckpt_due
+                or (evaluated is not None and c.ckpt_at_eval)):
             self.save_checkpoint()
         return self._done()
 
     def _done(self) -> bool:
-        return self.step >= self.cfg.steps or self._stop_signal is not None or self.stopped_early
+        return self.step >= self.cfg.steps or self._stop_requested() or self.stopped_early
 
     def _hooks_stop(self, out: dict[str, torch.Tensor], evaluated: tuple[int, dict[str, float]] | None) -> bool:
         stoppers = [h for h in self.hooks if overrides_should_stop(h)]
@@ -375,28 +442,29 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
         """Train to ``cfg.steps`` (from a checkpoint when resuming) and return the metric history."""
-        with self._running():
-            while not self._done():
-                for batch in self._epoch_steps():  # the rest of the epoch
-                    out = self.train_step(batch)
-                    if self._after_step(out):
-                        break
-        if self._stop_signal is not None:
+        try:
+            with self._running():
+                while not self._done():
+                    for batch in self._epoch_steps():  # the rest of the epoch
+                        out = self.train_step(batch)
+                        if self._after_step(out):
+                            break
+            if self._stop_requested():
+                self.save_checkpoint()
+                return TrainResult(self.step, self.history, {}, True, self.out_dir)
+            final = self._last_eval[1] if self._last_eval[0] == self.step else self.evaluate()
             self.save_checkpoint()
+            self._export()
+            return TrainResult(self.step, self.history, final, False, self.out_dir, self.stopped_early)
+        finally:
             self.writer.close()
-            return TrainResult(self.step, self.history, {}, True, self.out_dir)
-        final = self._last_eval[1] if self._last_eval[0] == self.step else self.evaluate()
-        self.save_checkpoint()
-        self._export()
-        self.writer.close()
-        return TrainResult(self.step, self.history, final, False, self.out_dir, self.stopped_early)
+            self._release()
 
     @contextlib.contextmanager
     def _running(self):
         """Train mode, log accumulators, the progress bar, and SIGTERM/SIGINT → "checkpoint and stop"."""
         # Only a run with somewhere to checkpoint turns SIGTERM/SIGINT into "checkpoint and stop"; an
         # in-memory run (reproductions) lets Ctrl-C interrupt the whole program as usual.
-        previous = self._install_signal_handlers() if self.out_dir is not None else {}
         self.module.train()
         self._bar = None
         if self.progress:
@@ -404,27 +472,14 @@ class Trainer:
 
             self._bar = tqdm(total=self.cfg.steps, initial=self.step, dynamic_ncols=True, leave=False)
         self._t0, self._last_log, self._logs = time.time(), self.step, {}
+        self._last_ckpt = _now()
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         try:
-            yield
+            with stop_on_signals(lambda signum: setattr(self, "_stop_signal", signum), self.out_dir is not None):
+                yield
         finally:
             if self._bar is not None:
                 self._bar.close()
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-
-    def _install_signal_handlers(self):
-        previous = {}
-
-        def handler(signum, frame):
-            self._stop_signal = signum
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                previous[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
-        return previous
 
     def _log(self, logs: dict[str, torch.Tensor], n: int, t0: float) -> None:
         if not logs or n == 0:
@@ -433,9 +488,6 @@ class Trainer:
         values = all_reduce_mean(torch.stack([logs[k].to(self.device) for k in keys]) / n, self.dist)
         record = {"step": self.step, "split": "train", **{k: float(v) for k, v in zip(keys, values, strict=True)},
                   "steps_per_s": n / max(time.time() - t0, 1e-9)}
-        if not math.isfinite(record.get("loss", 0.0)):
-            raise FloatingPointError(f"loss is {record['loss']} at step {self.step}; lower the learning rate "
-                                     "or enable gradient clipping")
         if self.dist.is_main:
             self.history.append(record)
             self.writer.write(record)
@@ -448,11 +500,7 @@ class Trainer:
     def _export(self) -> None:
         if not self.dist.is_main or self.out_dir is None:
             return
-        from vislearn.io import save_weights
-
-        save_weights(self.inference_model(use_ema=False), self.out_dir / "model.safetensors")
-        if self.ema is not None:
-            save_weights(self.inference_model(use_ema=True), self.out_dir / "model_ema.safetensors")
-        ckpt.atomic_write_json(self.out_dir / "summary.json",
-                               {"step": self.step, "final": self.history[-1] if self.history else {},
-                                "config": self.config_record})
+        ckpt.export_run(self.out_dir, self.inference_model(use_ema=False),
+                        self.inference_model(use_ema=True) if self.ema is not None else None,
+                        {"step": self.step, "final": self.history[-1] if self.history else {},
+                         "config": self.config_record})
