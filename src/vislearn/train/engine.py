@@ -34,14 +34,12 @@ import dataclasses
 import itertools
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -65,7 +63,7 @@ from vislearn.train.metrics_log import MetricsWriter
 from vislearn.train.nonfinite import NonFiniteLossError, skip_or_stop
 from vislearn.train.optim import build_optimizer
 from vislearn.train.resume import compare_configs, reseed_value
-from vislearn.train.rng import rng_state, set_rng_state
+from vislearn.train.rng import rng_state, seed_everything, set_rng_state
 from vislearn.train.run_dir import RunLock, prepare_out_dir, say
 from vislearn.train.schedules import lr_factor
 from vislearn.train.signals import stop_on_signals
@@ -76,12 +74,6 @@ __all__ = ["NonFiniteLossError", "Task", "TrainConfig", "TrainResult", "Trainer"
 
 _now = time.monotonic  # the clock of wall-time checkpoints (a module attribute, so a test can move it)
 
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
