@@ -41,6 +41,10 @@ META_FORMAT = "format"
 META_MODEL = "vislearn_model"
 META_KWARGS = "vislearn_kwargs"
 META_NORMALIZATION = "vislearn_normalization"
+META_CLASSES = "vislearn_classes"  # JSON list of class names in output order
+META_IMAGE_SIZE = "vislearn_image_size"  # the input side the weights were trained at
+META_EMA = "vislearn_ema"  # "true" for the exponential-moving-average weights
+META_RECIPE = "vislearn_recipe"  # JSON record of the run (recipe, preset, data, settings)
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -152,6 +156,12 @@ def torch_load_safe(path: str | os.PathLike) -> Any:
 
 
 def _unreadable(path: str, e: Exception) -> UserError:
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError):  # torch's text goes on to suggest weights_only=False: never here
+        return UserError(f"refusing {path}: it holds pickled Python objects besides tensors, and vislearn never "
+                         "unpickles a file (that can run arbitrary code); save a state dict instead, e.g. "
+                         "torch.save(model.state_dict(), path) or a .safetensors file")
     return UserError(f"cannot read weights file {path}: {type(e).__name__}: {str(e)[:200]}")
 
 

@@ -20,9 +20,13 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.io import (
+    META_CLASSES,
+    META_EMA,
+    META_IMAGE_SIZE,
     META_KWARGS,
     META_MODEL,
     META_NORMALIZATION,
+    META_RECIPE,
     StateDict,
     load_state_dict_checked,
     read_metadata,
@@ -30,7 +34,7 @@ from vislearn.io import (
 )
 from vislearn.registry import Registry
 
-__all__ = ["Converter", "StateDict", "load_weights", "register_converter", "weights_metadata"]
+__all__ = ["Converter", "StateDict", "implied_options", "load_weights", "register_converter", "weights_metadata"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Converter:
     detect: Callable[[StateDict], bool]
     convert: Callable[[StateDict, nn.Module], StateDict]
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # builder options the file's keys imply (e.g. ``aux_logits`` from an ``AuxLogits.*`` head), so a peer's
+    # checkpoint loads without options the CLI does not have
+    options: Callable[[StateDict], dict[str, Any]] | None = None
 
     @property
     def name(self) -> str:
@@ -65,6 +72,16 @@ def find_converter(sd: StateDict, model_name: str) -> Converter | None:
     return None
 
 
+def implied_options(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
+    """The builder options a peer's weights file implies for ``model_name`` (empty when no converter
+    recognises it or the converter infers none)."""
+    sd, meta = read_state_dict(path)
+    if META_MODEL in meta:
+        return {}
+    conv = find_converter(sd, model_name)
+    return conv.options(sd) if conv is not None and conv.options is not None else {}
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "", strict: bool = True) -> None:
     """Load a local weights file into ``model``, converting a peer's layout when one is recognised."""
     sd, meta = read_state_dict(path)
@@ -85,7 +102,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = ""
 
 
 def weights_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The vislearn metadata of a weights file: model name, options and normalisation (empty if none)."""
+    """The vislearn metadata of a weights file (empty if none): ``model``, ``kwargs`` (its options),
+    ``normalization``, and from ``vislearn train``: ``classes`` (names in output order), ``image_size``
+    (the input side trained at), ``ema`` (EMA weights or not) and ``recipe`` (the run's record)."""
     meta = read_metadata(path)
     out: dict[str, Any] = {}
     if META_MODEL in meta:
@@ -93,4 +112,12 @@ def weights_metadata(path: str | os.PathLike) -> dict[str, Any]:
         out["kwargs"] = json.loads(meta.get(META_KWARGS, "{}"))
     if META_NORMALIZATION in meta:
         out["normalization"] = json.loads(meta[META_NORMALIZATION])
+    if META_CLASSES in meta:
+        out["classes"] = [str(c) for c in json.loads(meta[META_CLASSES])]
+    if META_IMAGE_SIZE in meta:
+        out["image_size"] = int(meta[META_IMAGE_SIZE])
+    if META_EMA in meta:
+        out["ema"] = meta[META_EMA] == "true"
+    if META_RECIPE in meta:
+        out["recipe"] = json.loads(meta[META_RECIPE])
     return out

@@ -7,6 +7,7 @@ Used by the ``classify`` recipe (any registry model on any dataset) and by the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 
 class ClassifierModule(nn.Module):
@@ -86,6 +88,9 @@ class ClassifyConfig(TrainConfig):
     image_size: int = 8
     label_smoothing: float = 0.0
     aux_weight: float = 0.0
+    RULES: ClassVar[dict[str, Rule]] = {
+        "dataset": one_of("digits", "shapes", "folder"), "image_size": at_least(1),
+        "label_smoothing": between(0, 1, high_open=True), "aux_weight": at_least(0)}
 
 
 def num_classes_of(dataset) -> int:
@@ -117,6 +122,7 @@ class ClassifyRecipe(Recipe):
 
     description = "generic classification with any registry model"
     Config = ClassifyConfig
+    data_formats = {"imagefolder": "folder"}
     presets = {
         "quick": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),
         "paper": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),

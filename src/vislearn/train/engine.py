@@ -136,6 +136,8 @@ class Trainer:
         self._validate()
         self.device = resolve_device(cfg.device, self.dist)
         self.progress = progress and self.dist.is_main and sys.stderr.isatty()
+        # without a terminal (a log file, a batch job) a CLI run prints one line per log_every steps instead
+        self.log_lines = progress and self.dist.is_main and not self.progress and self.out_dir is not None
         split = self.dist.world_size * cfg.grad_accum_steps
         if cfg.batch_size % split:
             raise UserError(f"batch_size {cfg.batch_size} is not divisible by {self.dist.world_size} processes × "
@@ -439,6 +441,9 @@ class Trainer:
         if self.dist.is_main:
             self.history.append(record)
             self.writer.write(record)
+        if self.log_lines:
+            print(f"step {self.step}/{self.cfg.steps} " + " ".join(f"{k} {record[k]:.4g}" for k in keys)
+                  + f" ({record['steps_per_s']:.2f} steps/s)", file=sys.stderr, flush=True)
 
     # --------------------------------------------------------------------------------------- export
     def inference_model(self, use_ema: bool = True) -> nn.Module:
@@ -450,9 +455,12 @@ class Trainer:
             return
         from vislearn.io import save_weights
 
-        save_weights(self.inference_model(use_ema=False), self.out_dir / "model.safetensors")
+        meta = self.task.metadata
+        save_weights(self.inference_model(use_ema=False), self.out_dir / "model.safetensors",
+                     {**meta, "vislearn_ema": "false"})
         if self.ema is not None:
-            save_weights(self.inference_model(use_ema=True), self.out_dir / "model_ema.safetensors")
+            save_weights(self.inference_model(use_ema=True), self.out_dir / "model_ema.safetensors",
+                         {**meta, "vislearn_ema": "true"})
         ckpt.atomic_write_json(self.out_dir / "summary.json",
                                {"step": self.step, "final": self.history[-1] if self.history else {},
                                 "config": self.config_record})
