@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
-from vislearn.train.rules import Rule, at_least, between, one_of
+from vislearn.train.rules import Rule, at_least, between
 
 
 class ClassifierModule(nn.Module):
@@ -89,7 +89,7 @@ class ClassifyConfig(TrainConfig):
     label_smoothing: float = 0.0
     aux_weight: float = 0.0
     RULES: ClassVar[dict[str, Rule]] = {
-        "dataset": one_of("digits", "shapes", "folder"), "image_size": at_least(1),
+        "image_size": at_least(1),  # dataset: any name other than digits/shapes reads the --data folder
         "label_smoothing": between(0, 1, high_open=True), "aux_weight": at_least(0)}
 
 

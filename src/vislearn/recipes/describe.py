@@ -102,7 +102,8 @@ def resolved_config(name: str, preset: str = "quick", overrides: Overrides = Non
         out = resolve_config(cfg, n, world)
         per_epoch = max(1, n // out.batch_size)
         if cfg.epochs > 0:
-            notes["steps"] = f"epochs {cfg.epochs:g} × {per_epoch} steps per epoch ({n} images // batch {out.batch_size})"
+            notes["steps"] = (f"epochs {cfg.epochs:g} × {per_epoch} steps per epoch "
+                              f"({n} images // batch {out.batch_size})")
         if cfg.decay_epochs > 0:
             notes["decay_every"] = f"decay_epochs {cfg.decay_epochs:g} × {per_epoch} steps per epoch"
     else:

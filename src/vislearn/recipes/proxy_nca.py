@@ -37,7 +37,7 @@ from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
-from vislearn.train.rules import Rule, at_least, between, one_of
+from vislearn.train.rules import Rule, at_least, one_of
 
 __all__ = ["MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
            "metric_learning_datasets"]

@@ -80,7 +80,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "eval_every": at_least(0),
     "ckpt_every": at_least(0),
     "keep_checkpoints": at_least(1),
-    "log_every": at_least(1),
+    "log_every": at_least(0),  # 0: no training-metric records
     "seed": at_least(0),
     "num_workers": at_least(0),
     "device": device_name(),
