@@ -103,6 +103,7 @@ def _export_onnx(model, example, out: str, external: bool) -> list[str]:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             # the exporter prints progress lines, and warns that dynamic_axes is the older spelling
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, (example,), os.path.join(tmpdir, name), input_names=["images"],
                               output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
                               external_data=external)
