@@ -79,8 +79,8 @@ def test_train_on_a_users_folder_then_predict_eval_export_without_repeating_opti
     from vislearn.models.convert import weights_metadata
 
     out = tmp_path / "run"
-    assert main(["train", "batchnorm", "--data", str(image_folder), "--out", str(out), "--set", "steps=30",
-                 "--set", "batch_size=8", "--set", "log_every=10", "--set", "hidden=16,16"]) == 0
+    assert main(["train", "classify", "--data", str(image_folder), "--out", str(out), "--set", "steps=30",
+                 "--set", "batch_size=8", "--set", "log_every=10", "--set", "image_size=12"]) == 0
     captured = capsys.readouterr()
     trained = json.loads(captured.out.splitlines()[0])
     # no terminal here: one progress line per log_every steps on stderr
@@ -88,19 +88,20 @@ def test_train_on_a_users_folder_then_predict_eval_export_without_repeating_opti
         ["10/30", "20/30", "30/30"]
     summary = json.loads((out / "summary.json").read_text())["config"]
     assert (summary["dataset"], summary["data"], summary["dataset_classes"], summary["train_size"]) == \
-        ("imagenet", str(image_folder), 2, 24)
+        ("folder", str(image_folder), 2, 24)
     meta = weights_metadata(out / "model.safetensors")
-    assert (meta["classes"], meta["image_size"], meta["ema"], meta["kwargs"]["hidden"]) == (["cat", "dog"], 8,
-                                                                                             False, [16, 16])
-    # predict prints the folder's class names; eval rebuilds hidden=16,16 from the weights alone
+    assert (meta["classes"], meta["image_size"], meta["ema"], meta["kwargs"]["image_size"]) == (["cat", "dog"], 12,
+                                                                                                 False, 12)
+    # predict prints the folder's class names at the size trained at; eval rebuilds the 12×12×3 MLP from the
+    # weights alone (the preset's image_size is 8)
     cat = str(image_folder / "val" / "cat" / "0.png")
     assert main(["predict", "--weights", str(out / "model.safetensors"), cat, "--json"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     assert {t["class"] for t in top} == {"cat", "dog"}
-    assert main(["eval", "batchnorm", "--weights", str(out / "model.safetensors"), "--data", str(image_folder)]) == 0
+    assert main(["eval", "classify", "--weights", str(out / "model.safetensors"), "--data", str(image_folder)]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(trained["top1"])
     assert main(["export", "--weights", str(out / "model.safetensors"), "--out", str(tmp_path / "m.pt")]) == 0
-    assert "input 1x3x8x8" in capsys.readouterr().out  # the size trained at, the model named by the file
+    assert "input 1x3x12x12" in capsys.readouterr().out  # the size trained at, the model named by the file
 
 
 def test_train_points_to_the_file_whose_metrics_it_prints(tmp_path, capsys):

@@ -118,9 +118,10 @@ class BatchNormRecipe(Recipe):
             raise UserError(f"recipe batchnorm trains 'mlp' or 'bn_inception', got model {cfg.model!r}")
         if cfg.dataset not in ("digits", "shapes", "imagenet"):
             raise UserError(f"dataset must be digits, shapes or imagenet (with --data), got {cfg.dataset!r}")
-        # the Sec. 4.1 MLP is the digits network; on colour images (shapes, a --data folder) it flattens
-        # image_size² × 3 inputs, our extension so that `--data` works with every preset
         chans = 1 if cfg.model == "mlp" and cfg.dataset == "digits" else 3
+        if cfg.model == "mlp" and cfg.dataset != "digits":  # also `--data DIR` with the quick preset
+            raise UserError("the mlp is the Sec. 4.1 digits network; use model=bn_inception for image data "
+                            "(--set model=bn_inception, or --preset paper)")
         if cfg.dataset == "imagenet":
             if data is None:
                 raise UserError("dataset 'imagenet' needs --data PATH (an ImageFolder tree with train/ and val/)")

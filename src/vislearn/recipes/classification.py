@@ -131,10 +131,10 @@ class ClassifyRecipe(Recipe):
     def build(self, cfg: ClassifyConfig, data: str | None = None) -> Task:
         from vislearn.models import create_model, get_entry
 
-        chans = get_entry(cfg.model).input_size[0]
+        chans = 3 if data is not None else get_entry(cfg.model).input_size[0]  # a --data folder is RGB
         train, test = classification_datasets(cfg, data, channels=chans)
         num_classes = num_classes_of(train)
-        kwargs = {"image_size": cfg.image_size} if cfg.model == "mlp" else {}
+        kwargs = {"image_size": cfg.image_size, "in_chans": chans} if cfg.model == "mlp" else {}
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,
                     evaluate=evaluate_classifier, model=model)

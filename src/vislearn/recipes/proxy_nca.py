@@ -97,7 +97,7 @@ class ProxyNCAConfig(TrainConfig):
     mining: str = "semihard"
     eval_nmi: bool = True
     RULES: ClassVar[dict[str, Rule]] = {
-        "loss": one_of("proxy_nca", "triplet"), "embedding_dim": at_least(1),
+        "embedding_dim": at_least(1),  # loss: checked by build ("loss must be ...")
         "dataset": one_of("shapes", "cub200", "cars196", "sop"), "num_classes": at_least(2),
         "shapes_per_class": at_least(2), "image_size": at_least(1), "samples_per_class": at_least(0),
         "scale": Rule(lambda v: v > 0, "> 0"), "proxy_init": one_of("unit", "gaussian"), "num_proxies": at_least(0),

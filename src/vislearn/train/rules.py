@@ -36,6 +36,7 @@ class Rule:
 
     test: Callable[[Any], bool]
     text: str
+    choice: bool = False  # a closed set of names: a value outside it is "unknown"
 
 
 def at_least(low: float) -> Rule:
@@ -48,14 +49,15 @@ def between(low: float, high: float, high_open: bool = False) -> Rule:
 
 
 def one_of(*choices: str) -> Rule:
-    return Rule(lambda v: v in choices, "one of " + " | ".join(choices))
+    return Rule(lambda v: v in choices, "one of " + " | ".join(choices), choice=True)
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def device_name() -> Rule:
-    return Rule(lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None, "auto | cpu | cuda | cuda:N | mps")
+    return Rule(lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
+                "one of auto | cpu | cuda | cuda:N | mps", choice=True)
 
 
 # TrainConfig's settings (vislearn.train.config), in its field order.
@@ -127,6 +129,8 @@ def check_config(cfg: Any) -> Any:
             ok = all(rule.test(v) for v in items)
         except TypeError:
             ok = False
+        if not ok and rule.choice:
+            raise UserError(f"unknown {f.name} {value!r} (setting {f.name}); expected {rule.text}")
         if not ok:
             raise UserError(f"setting {f.name}={value!r} is not allowed; expected {rule.text}")
     return cfg
