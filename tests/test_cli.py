@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 from vislearn.cli import main
-from vislearn.recipes import apply_overrides, get_recipe
+from vislearn.recipes import apply_overrides, get_recipe, list_recipes
 from vislearn.reproduce import list_reproductions
 
 
@@ -72,3 +73,96 @@ def test_reproduce_list_runs(capsys):
     out = capsys.readouterr().out
     for name in list_reproductions():
         assert name in out
+
+
+def test_train_on_a_users_folder_then_predict_eval_export_without_repeating_options(image_folder, tmp_path, capsys):
+    from vislearn.models.convert import weights_metadata
+
+    out = tmp_path / "run"
+    assert main(["train", "classify", "--data", str(image_folder), "--out", str(out), "--set", "steps=30",
+                 "--set", "batch_size=8", "--set", "log_every=10", "--set", "image_size=12"]) == 0
+    captured = capsys.readouterr()
+    trained = json.loads(captured.out.splitlines()[0])
+    # no terminal here: one progress line per log_every steps on stderr
+    assert [line.split()[1] for line in captured.err.splitlines() if line.startswith("step ")] == \
+        ["10/30", "20/30", "30/30"]
+    summary = json.loads((out / "summary.json").read_text())["config"]
+    assert (summary["dataset"], summary["data"], summary["dataset_classes"], summary["train_size"]) == \
+        ("folder", str(image_folder), 2, 24)
+    meta = weights_metadata(out / "model.safetensors")
+    assert (meta["classes"], meta["image_size"], meta["ema"], meta["kwargs"]["image_size"]) == (["cat", "dog"], 12,
+                                                                                                 False, 12)
+    # predict prints the folder's class names at the size trained at; eval rebuilds the 12×12×3 MLP from the
+    # weights alone (the preset's image_size is 8)
+    cat = str(image_folder / "val" / "cat" / "0.png")
+    assert main(["predict", "--weights", str(out / "model.safetensors"), cat, "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {t["class"] for t in top} == {"cat", "dog"}
+    assert main(["eval", "classify", "--weights", str(out / "model.safetensors"), "--data", str(image_folder)]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(trained["top1"])
+    assert main(["export", "--weights", str(out / "model.safetensors"), "--out", str(tmp_path / "m.pt")]) == 0
+    assert "input 1x3x12x12" in capsys.readouterr().out  # the size trained at, the model named by the file
+
+
+def test_train_points_to_the_file_whose_metrics_it_prints(tmp_path, capsys):
+    out = tmp_path / "ema"
+    assert main(["train", "classify", "--out", str(out), "--set", "steps=20", "--set", "ema_decay=0.5",
+                 "--set", "log_every=0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"weights: {out / 'model_ema.safetensors'}"
+    assert main(["eval", "classify", "--weights", str(out / "model_ema.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(json.loads(lines[0])["top1"])
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_train_recipe_help_lists_its_settings(name, capsys):
+    assert main(["train", name, "--help"]) == 0
+    out = capsys.readouterr().out
+    cfg = get_recipe(name).config("quick")
+    for f in dataclasses.fields(cfg):
+        assert f"\n  {f.name} " in out
+    assert "--list" not in out
+    assert "steps" in out and ">= 0" in out and "optimizer steps in total" in out
+
+
+def test_train_help_without_a_recipe_lists_the_recipes(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "see --list" not in out and all(n in out for n in list_recipes())
+
+
+def test_models_pattern_without_a_match_says_so(capsys):
+    assert main(["models", "resnet*"]) == 2
+    assert "no model matches 'resnet*'" in capsys.readouterr().err
+
+
+def test_reproduce_without_a_name_lists_instead_of_running(capsys):
+    assert main(["reproduce"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in list_reproductions()) and "===" not in out
+
+
+def test_show_config_shows_what_will_run(image_folder, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "inception_v3", "--preset", "paper", "--data", str(image_folder), "--set",
+                 "batch_per_replica=3", "--set", "epochs=5", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    # 24 images // (3 per replica × 2 processes) = 4 steps per epoch
+    assert (shown["batch_size"], shown["steps"], shown["decay_every"]) == (6, 20, 8)
+    assert "4 steps per epoch" in shown["resolved"]["steps"] and "WORLD_SIZE" in shown["resolved"]["batch_size"]
+    assert main(["train", "inception_v3", "--preset", "paper", "--set", "steps=50", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["steps"], shown["epochs"]) == (50, 0)
+
+
+class _Pickled:
+    """An arbitrary Python object: torch.load(weights_only=True) refuses to rebuild it."""
+
+
+def test_pickle_refusal_gives_no_unsafe_advice(tmp_path, capsys):
+    import torch
+
+    torch.save({"w": _Pickled()}, tmp_path / "p.pth")
+    assert main(["predict", "--weights", str(tmp_path / "p.pth"), str(tmp_path / "p.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "never unpickles" in err and "weights_only" not in err and err.count("\n") == 1

@@ -88,7 +88,8 @@ def test_predict_corrupt_image_and_wrong_weights(small, capsys, tmp_path):
     assert main(["predict", "--weights", str(weights), str(bad)]) == 2
     assert "cannot read image" in capsys.readouterr().err
     save_weights(create_model("mlp"), tmp_path / "mlp.safetensors")
-    assert main(["predict", "--weights", str(tmp_path / "mlp.safetensors"), paths[0]]) == 2
+    # --model names the model; without it vislearn weights name their own (test_predict_uses_what_weights_remember)
+    assert main(["predict", "--model", "inception_v3", "--weights", str(tmp_path / "mlp.safetensors"), paths[0]]) == 2
     assert "holds weights of model 'mlp'" in capsys.readouterr().err
     names = tmp_path / "names.txt"
     names.write_text("a\nb\n")

@@ -75,3 +75,13 @@ def test_reproduction_runs_at_tiny_scale(tmp_path):
     nums = rec["numbers"]
     assert set(nums["learned"]) == {"1", "2", "5", "10", "20", "50", "100"}
     assert 0 <= nums["sliding"]["100"] <= 1 and (tmp_path / "multibox.png").exists()
+
+
+def test_draw_to_a_path_without_extension_writes_and_names_a_png(weights, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(img)
+    assert main(["propose", "--weights", str(weights), str(img), "--top", "3", "--draw", str(tmp_path / "boxes")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"-> {tmp_path / 'boxes.png'}")
+    assert Image.open(tmp_path / "boxes.png").size == (50, 40)
+    assert main(["propose", "--weights", str(weights), str(img), "--draw", str(tmp_path / "no" / "b.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err

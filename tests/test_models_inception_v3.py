@@ -324,3 +324,23 @@ def test_our_weights_roundtrip(tmp_path):
     x = torch.rand(1, 3, 80, 80)
     with torch.no_grad():
         assert torch.equal(m.eval()(x), m2(x))
+
+
+def test_a_timm_checkpoint_without_the_aux_head_loads_from_the_cli(timm_model, tmp_path, capsys):
+    from PIL import Image
+
+    from vislearn.cli import main
+    from vislearn.models import create_model_from_weights
+
+    path = tmp_path / "timm_v3.pth"
+    torch.save(timm_model.state_dict(), path)  # timm's layout has no AuxLogits.* keys
+    ours = create_model_from_weights(path, name="inception_v3").eval()
+    assert ours.AuxLogits is None
+    x = torch.rand(2, 3, 150, 150)
+    with torch.no_grad():  # timm's inception_v3 expects [-1, 1] input; ours applies (0.5, 0.5) itself
+        assert torch.allclose(ours(x), timm_model(x * 2 - 1), atol=1e-4)
+    img = tmp_path / "img.png"
+    Image.new("RGB", (320, 300), (120, 80, 40)).save(img)
+    assert main(["predict", "--weights", str(path), str(img), "--top", "3"]) == 0
+    assert main(["export", "--weights", str(path), "--out", str(tmp_path / "v3.pt"), "--image-size", "80"]) == 0
+    assert "wrote" in capsys.readouterr().out

@@ -133,3 +133,37 @@ def test_recipe_sets_bn_momentum_from_bn_decay():
         "quick", {"width": 0.05, "depths": (1, 1, 1), "dataset": "digits", "bn_decay": 0.99}))
     bns = [m for m in task.module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.momentum == pytest.approx(0.01) for m in bns)
+
+
+# what each recipe does with a --data folder in ImageFolder layout: trains on it, or refuses in one line
+READS_IMAGEFOLDER = {"classify": "folder", "inception_v3": "imagenet", "inception_v4": "imagenet",
+                     "inception_resnet_v1": "imagenet", "inception_resnet_v2": "imagenet"}
+REFUSES = {"multibox": "recipe 'multibox' reads", "multilabel": "recipe 'multilabel' reads",
+           "proxy_nca": "recipe 'proxy_nca' reads", "perceptual": "not a TID2013",
+           "batchnorm": "use model=bn_inception for image data"}  # quick: the Sec. 4.1 digits MLP
+
+
+@pytest.mark.parametrize("name", recipes.list_recipes())
+def test_data_is_always_used_or_refused(name, image_folder):
+    assert name in READS_IMAGEFOLDER or name in REFUSES, f"say what {name} does with --data"
+    if name in REFUSES:
+        with pytest.raises(UserError, match=REFUSES[name]):
+            recipes.build(name, "quick", None, data=str(image_folder))
+        return
+    cfg, task = recipes.build(name, "quick", None, data=str(image_folder))
+    assert cfg.dataset == READS_IMAGEFOLDER[name]
+    assert len(task.train_set) == 24 and task.train_set.classes == ["cat", "dog"]  # the folder, not embedded data
+    assert len(task.eval_set) == 8
+
+
+def test_batchnorm_trains_bn_inception_on_the_folder(image_folder):
+    cfg, task = recipes.build("batchnorm", "quick", ["model=bn_inception", "image_size=64"], data=str(image_folder))
+    assert cfg.dataset == "imagenet" and len(task.train_set) == 24 and task.train_set.classes == ["cat", "dog"]
+    assert task.model.fc.out_features == 2
+
+
+def test_multibox_reads_a_coco_folder_and_named_dataset_is_kept(coco_folder, image_folder):
+    cfg, task = recipes.build("multibox", "quick", None, data=str(coco_folder))
+    assert cfg.dataset == "coco" and (len(task.train_set), len(task.eval_set)) == (6, 3)
+    with pytest.raises(UserError, match="dataset=shapes is embedded data, so --data"):
+        recipes.build("batchnorm", "quick", ["dataset=shapes"], data=str(image_folder))

@@ -41,6 +41,10 @@ META_FORMAT = "format"
 META_MODEL = "vislearn_model"
 META_KWARGS = "vislearn_kwargs"
 META_NORMALIZATION = "vislearn_normalization"
+META_CLASSES = "vislearn_classes"  # JSON list of class names in output order
+META_IMAGE_SIZE = "vislearn_image_size"  # the input side the weights were trained at
+META_EMA = "vislearn_ema"  # "true" for the exponential-moving-average weights
+META_RECIPE = "vislearn_recipe"  # JSON record of the run (recipe, preset, data, settings)
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -215,7 +219,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
 
 
 def parse_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, Any]:
-    """The vislearn entries of a weights file's metadata, validated: ``model``, ``kwargs``, ``normalization``.
+    """The vislearn entries of a weights file's metadata, validated: ``model``, ``kwargs``, ``normalization``,
+    and from ``vislearn train``: ``classes`` (names in output order), ``image_size`` (the input side trained
+    at), ``ema`` (EMA weights or not) and ``recipe`` (the run's record).
 
     A file's metadata is the user's (or anyone's) text: ``vislearn_kwargs`` must be a JSON object with
     string keys, ``vislearn_normalization`` a pair of equal-length lists of finite numbers (mean, std)
@@ -252,6 +258,28 @@ def parse_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, A
             raise bad(META_NORMALIZATION, "must be [mean list, std list] of equal length, finite, std > 0; "
                       f"got {str(meta[META_NORMALIZATION])[:80]!r}")
         out["normalization"] = (tuple(float(x) for x in norm[0]), tuple(float(x) for x in norm[1]))
+    if META_CLASSES in meta:  # written by `vislearn train`: class names in output order
+        classes = parsed(META_CLASSES)
+        if not isinstance(classes, list) or not all(isinstance(c, (str, int)) for c in classes):
+            raise bad(META_CLASSES, "must be a JSON list of class names")
+        out["classes"] = [str(c) for c in classes]
+    if META_IMAGE_SIZE in meta:
+        try:
+            size = int(meta[META_IMAGE_SIZE])
+        except (TypeError, ValueError):
+            raise bad(META_IMAGE_SIZE, f"must be an integer, got {str(meta[META_IMAGE_SIZE])[:40]!r}") from None
+        if size < 1:
+            raise bad(META_IMAGE_SIZE, f"must be positive, got {size}")
+        out["image_size"] = size
+    if META_EMA in meta:
+        if meta[META_EMA] not in ("true", "false"):
+            raise bad(META_EMA, f"must be 'true' or 'false', got {str(meta[META_EMA])[:20]!r}")
+        out["ema"] = meta[META_EMA] == "true"
+    if META_RECIPE in meta:
+        record = parsed(META_RECIPE)
+        if not isinstance(record, dict):
+            raise bad(META_RECIPE, "must be a JSON object (the run's record)")
+        out["recipe"] = record
     return out
 
 

@@ -5,7 +5,12 @@ input normalisation baked in (so the exported file needs no preprocessing beyond
 scaling to [0, 1]). Input validation is Python-side and is not part of the graph. TorchScript is
 produced by ``torch.jit.trace`` at ``--image-size`` (the model's registered size by default);
 ONNX by ``torch.onnx.export`` with a dynamic batch axis, and only when the ``onnx`` package is
-installed (a clear error otherwise).
+installed (a clear error otherwise): one self-contained file while the weights fit under ONNX's 2 GB
+protobuf limit, else the graph plus one external-data file named after it (``x.onnx.data``), which
+must stay beside it. Both are written under their final names in a temporary folder and moved into
+place, so a failed export leaves nothing behind and the sidecar's recorded name is the final one.
+Weights written by ``vislearn train`` name their model and options, so ``--model`` is only needed
+for a peer's file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import os
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a model to TorchScript or ONNX")
-    p.add_argument("--model", default="inception_v3", help="registry name (default: inception_v3)")
+    p.add_argument("--model", default=None,
+                   help="registry name (default: the one vislearn weights name, else inception_v3)")
     p.add_argument("--weights", default=None, help="weights file (default: the model's random initialisation)")
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     p.add_argument("--out", required=True, help="output file (.pt for TorchScript, .onnx for ONNX)")
@@ -24,8 +30,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> None:
-    """Write ``model`` (eval mode, validation off in the copy it traces) as TorchScript or ONNX."""
+ONNX_SINGLE_FILE_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2  # protobuf's 2 GB, less room for the graph itself
+
+
+def export_model(model, fmt: str, out: str | os.PathLike, image_size: int,
+                 single_file_limit: int = ONNX_SINGLE_FILE_LIMIT) -> list[str]:
+    """Write ``model`` (eval mode, validation off in the copy it traces) as TorchScript or ONNX.
+
+    Returns the files written: ``[out]``, or ``[out, out + ".data"]`` for an ONNX model whose weights
+    take ``single_file_limit`` bytes or more.
+    """
     import copy
 
     import torch
@@ -43,6 +57,8 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
     example = torch.rand(1, chans, image_size, image_size)
     out = os.fspath(out)
     parent = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a folder; name the file to write, e.g. {os.path.join(out, 'model.pt')}")
     if not os.path.isdir(parent):
         raise UserError(f"output folder does not exist: {parent}")
     if fmt == "torchscript":
@@ -61,25 +77,63 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int) -> No
             raise UserError("ONNX export needs the 'onnx' package (pip install onnx onnxscript); "
                             "use --format torchscript instead") from None
 
-        def write(tmp: str) -> None:
-            with torch.no_grad():
-                torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
-                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        return _export_onnx(model, example, out, external=nbytes >= single_file_limit)
     else:
         raise UserError(f"unknown format {fmt!r}; choose torchscript or onnx")
     atomic_write_with(out, write)
+    return [out]
+
+
+def _export_onnx(model, example, out: str, external: bool) -> list[str]:
+    """``torch.onnx.export`` into a temporary folder under the final file name, then move into place."""
+    import contextlib
+    import io
+    import shutil
+    import tempfile
+    import warnings
+
+    import torch
+
+    from vislearn.io import fsync_dir, new_file_mode
+
+    parent, name = os.path.split(os.path.abspath(out))
+    tmpdir = tempfile.mkdtemp(dir=parent, prefix=f".{name}.")
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # the exporter prints progress lines, and warns that dynamic_axes is the older spelling
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), os.path.join(tmpdir, name), input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                              external_data=external)
+        written = sorted(os.listdir(tmpdir), key=lambda f: f == name)  # the graph last, after its sidecar
+        for f in written:
+            os.chmod(os.path.join(tmpdir, f), new_file_mode())
+            os.replace(os.path.join(tmpdir, f), os.path.join(parent, f))
+        fsync_dir(parent)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return [os.path.join(os.path.dirname(out), f) for f in reversed(written)]
 
 
 def run(args) -> int:
     from vislearn.models import create_model, create_model_from_weights, get_entry
+    from vislearn.models.convert import weights_metadata
 
-    entry = get_entry(args.model)
+    meta = weights_metadata(args.weights) if args.weights is not None else {}
+    name = args.model or meta.get("model") or "inception_v3"
+    entry = get_entry(name)
     if args.weights is not None:
-        model = create_model_from_weights(args.weights, name=args.model).eval()
+        model = create_model_from_weights(args.weights, name=name).eval()
     else:
-        model = create_model(args.model, num_classes=args.num_classes).eval()
-    size = args.image_size or entry.input_size[-1]
-    export_model(model, args.format, args.out, size)
-    print(f"wrote {args.out} ({args.format}, input 1x{entry.input_size[0]}x{size}x{size} in [0, 1], "
+        model = create_model(name, num_classes=args.num_classes).eval()
+    size = args.image_size or meta.get("image_size") or entry.input_size[-1]
+    files = export_model(model, args.format, args.out, size)
+    chans = getattr(model, "in_chans", entry.input_size[0])
+    print(f"wrote {files[0]} ({args.format}, input 1x{chans}x{size}x{size} in [0, 1], "
           f"normalization {getattr(model, 'normalization', None)})")
+    if len(files) > 1:
+        print(f"the weights are over 2 GB, so they are in {files[1]}: keep it beside {files[0]} (same folder, "
+              "same name)")
     return 0

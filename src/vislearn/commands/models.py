@@ -12,7 +12,10 @@ def run(args) -> int:
     from vislearn.errors import UserError
     from vislearn.models import create_model, get_entry, list_models
 
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:
+        raise UserError(f"no model matches {args.pattern!r}; `vislearn models` lists all {len(list_models())}")
+    for name in names:
         e = get_entry(name)
         line = f"{name:32s} input {e.input_size[1]}x{e.input_size[2]}  {e.paper}"
         if args.params:

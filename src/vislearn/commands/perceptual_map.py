@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("perceptual-map", help="perceptual distance and its spatial map for two images")
     p.add_argument("ref", help="reference image file")
     p.add_argument("dist", help="distorted image file (same size as the reference)")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True, help="output image (.png added when the name has no extension)")
     p.add_argument("--metric", default="semantic_vgg16", choices=("semantic_vgg16", "lpips_vgg"))
     p.add_argument("--backbone-weights", default=None,
                    help="torchvision vgg16 state-dict file (default: $VISLEARN_VGG16_WEIGHTS, else random)")
@@ -40,6 +40,7 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
     import torch
 
+    from vislearn.commands._output import image_output
     from vislearn.data.formats import load_image
     from vislearn.data.iqa_sets import resize_short
     from vislearn.errors import UserError
@@ -49,6 +50,7 @@ def run(args) -> int:
 
     if args.size < 0:
         raise UserError(f"--size must be >= 0, got {args.size}")
+    figure = image_output(args.out, "--out")
     ref = resize_short(load_image(args.ref), args.size or None)
     dist = resize_short(load_image(args.dist), args.size or None)
     if ref.shape != dist.shape:
@@ -81,9 +83,8 @@ def run(args) -> int:
     for a in ax:
         a.axis("off")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=100, bbox_inches="tight")
+    fig.savefig(figure, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    out["figure"] = args.out
+    out["figure"] = str(figure)
     print(json.dumps(out))
     return 0

@@ -6,8 +6,11 @@ models use their registered input size with the usual 87.5 % crop. ``--resize``/
 it. Images go in as [0, 1] RGB; the model applies its own normalisation (``model.normalization``),
 which loading torchvision/timm/TF-slim weights sets to what those weights expect.
 
-Class names: ``--classes FILE`` (one per line), else the 1000 ImageNet names that torchvision ships
-offline when the model has 1000 outputs, else the indices (or the names stored with vislearn weights).
+Weights written by ``vislearn train`` name their model, its options, the class names (an
+ImageFolder's folder names) and the input size trained at, so ``--model`` and ``--crop`` are only
+needed for a peer's file. Class names: ``--classes FILE`` (one per line), else the names stored with
+vislearn weights, else the 1000 ImageNet names that torchvision ships offline when the model has
+1000 outputs, else the indices.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import json
 def register(sub) -> None:
     p = sub.add_parser("predict", help="top-k classes of image files with a classifier")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--model", default="inception_v3", help="registry name (default: inception_v3)")
+    p.add_argument("--model", default=None,
+                   help="registry name (default: the one vislearn weights name, else inception_v3)")
     p.add_argument("--weights", required=True,
                    help="weights file: vislearn .safetensors, torchvision/timm .pth/.safetensors, TF-slim .npz")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
-    p.add_argument("--crop", type=int, default=None, help="centre-crop size (default: the model's input size)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="centre-crop size (default: the size the weights were trained at, else the model's)")
     p.add_argument("--resize", type=int, default=None,
                    help="short side before cropping (default: crop / 0.875, i.e. 342 for 299)")
     p.add_argument("--classes", default=None, help="text file with one class name per line")
@@ -39,7 +44,7 @@ def imagenet_categories() -> list[str]:
     return list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def class_names(model, path: str | None) -> list[str]:
+def class_names(model, path: str | None, stored: list[str] | None = None) -> list[str]:
     from vislearn.errors import UserError
 
     n = _num_outputs(model)
@@ -52,6 +57,8 @@ def class_names(model, path: str | None) -> list[str]:
         if len(names) != n:
             raise UserError(f"{path} lists {len(names)} class names; the model has {n} outputs")
         return names
+    if stored and len(stored) == n:
+        return list(stored)
     if n == 1000:
         return imagenet_categories()
     return [str(i) for i in range(n)]
@@ -72,17 +79,20 @@ def run(args) -> int:
     from vislearn.data.transforms import eval_transform
     from vislearn.errors import UserError
     from vislearn.models import create_model_from_weights, get_entry
+    from vislearn.models.convert import weights_metadata
 
-    entry = get_entry(args.model)
-    crop = args.crop or entry.input_size[-1]
+    meta = weights_metadata(args.weights)
+    name = args.model or meta.get("model") or "inception_v3"
+    entry = get_entry(name)
+    crop = args.crop or meta.get("image_size") or entry.input_size[-1]
     if crop < 1 or (args.resize is not None and args.resize < crop):
         raise UserError(f"--resize must be >= --crop >= 1, got resize {args.resize} crop {crop}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = create_model_from_weights(args.weights, name=args.model).eval()
-    names = class_names(model, args.classes)
+    model = create_model_from_weights(args.weights, name=name).eval()
+    names = class_names(model, args.classes, meta.get("classes"))
     k = min(args.top, len(names))
     transform = eval_transform(crop, resize=args.resize)
     images = [transform(load_image(p)) for p in args.images]  # every file checked before any work

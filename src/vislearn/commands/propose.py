@@ -39,16 +39,17 @@ def propose_image(model, image, top: int = 100, nms: float | None = 0.5):
 
 def run(args) -> int:
     import json
-    from pathlib import Path
 
     import torch
 
+    from vislearn.commands._output import image_output
     from vislearn.errors import UserError
     from vislearn.models import create_model_from_weights
     from vislearn.models.convert import weights_metadata
 
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
+    out = image_output(args.draw, "--draw") if args.draw else None  # refused before any work
     if not 0 < args.nms <= 1:
         raise UserError(f"--nms must be in (0, 1], got {args.nms}")
     meta = weights_metadata(args.weights)
@@ -69,7 +70,7 @@ def run(args) -> int:
         print(f"{'rank':>4} {'score':>8}  box (x1, y1, x2, y2) in pixels")
         for r in rows:
             print(f"{r['rank']:>4} {r['score']:>8.4f}  {r['box']}")
-    if args.draw:
+    if out is not None:
         from PIL import Image
         from torchvision.utils import draw_bounding_boxes
 
@@ -78,9 +79,6 @@ def run(args) -> int:
         if k:
             canvas = draw_bounding_boxes(canvas, boxes[:k], labels=[f"{i + 1}:{float(s):.2f}" for i, s in
                                                                     enumerate(scores[:k])], colors="yellow", width=2)
-        out = Path(args.draw)
-        if out.parent and not out.parent.exists():
-            raise UserError(f"--draw: folder {out.parent} does not exist")
         Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(out)
         print(f"drew {k} boxes -> {out}")
     return 0

@@ -1,11 +1,11 @@
-"""``vislearn reproduce NAME|all``: run paper claims at small scale and write ``results/``."""
+"""``vislearn reproduce NAME|all``: run paper claims at small scale and write ``results/``; no name lists them."""
 
 import time
 
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="reproduce a paper claim (or all) and write results/")
-    p.add_argument("name", nargs="?", default="all", help="a reproduction name, 'all', or 'list'")
+    p.add_argument("name", nargs="?", default="list", help="a reproduction name, 'all', or 'list' (the default)")
     p.add_argument("--results", default="results", help="output folder (default: results)")
     p.add_argument("--scale", type=float, default=1.0, help="budget multiplier (below 1: faster, rougher)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
@@ -25,6 +25,8 @@ def run(args) -> int:
             r = get_reproduction(n)
             extra = f" [accepts {', '.join('--' + k for k in r.inputs)}]" if r.inputs else ""
             print(f"{n:22s} {r.paper}: {r.claim}{extra}")
+        print("run one with `vislearn reproduce NAME` (`--scale 0.05` for a quick look), or all with "
+              "`vislearn reproduce all`")
         return 0
     if args.name == "all" and (args.data or args.weights):
         raise UserError("--data and --weights go with one reproduction name, not 'all'")

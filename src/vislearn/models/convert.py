@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.io import (
+    META_MODEL,
     StateDict,
     load_state_dict_checked,
     parse_metadata,
@@ -27,7 +28,7 @@ from vislearn.io import (
 )
 from vislearn.registry import Registry
 
-__all__ = ["Converter", "StateDict", "load_weights", "register_converter", "weights_metadata"]
+__all__ = ["Converter", "StateDict", "implied_options", "load_weights", "register_converter", "weights_metadata"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Converter:
     detect: Callable[[StateDict], bool]
     convert: Callable[[StateDict, nn.Module], StateDict]
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # builder options the file's keys imply (e.g. ``aux_logits`` from an ``AuxLogits.*`` head), so a peer's
+    # checkpoint loads without options the CLI does not have
+    options: Callable[[StateDict], dict[str, Any]] | None = None
 
     @property
     def name(self) -> str:
@@ -60,6 +64,16 @@ def find_converter(sd: StateDict, model_name: str) -> Converter | None:
         if model_name.startswith(conv.model_prefix) and conv.detect(sd):
             return conv
     return None
+
+
+def implied_options(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
+    """The builder options a peer's weights file implies for ``model_name`` (empty when no converter
+    recognises it or the converter infers none)."""
+    sd, meta = read_state_dict(path)
+    if META_MODEL in meta:
+        return {}
+    conv = find_converter(sd, model_name)
+    return conv.options(sd) if conv is not None and conv.options is not None else {}
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "", strict: bool = True) -> None:

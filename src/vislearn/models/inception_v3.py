@@ -381,6 +381,8 @@ def _is_inception_v3_layout(sd: StateDict) -> bool:
 register_converter(Converter(
     source="torchvision/timm", model_prefix="inception_v3", detect=_is_inception_v3_layout,
     convert=lambda sd, model: peer_state_dict(sd, model, "torchvision/timm"),
-    normalization=(INCEPTION_MEAN, INCEPTION_STD)))
+    normalization=(INCEPTION_MEAN, INCEPTION_STD),
+    options=lambda sd: {"aux_logits": any(k.startswith("AuxLogits.") for k in sd),
+                        **({"num_classes": int(sd["fc.weight"].shape[0])} if "fc.weight" in sd else {})}))
 
 

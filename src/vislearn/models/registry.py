@@ -18,7 +18,7 @@ from typing import Any
 import torch.nn as nn
 
 from vislearn.errors import UserError
-from vislearn.models.convert import load_weights, weights_metadata
+from vislearn.models.convert import implied_options, load_weights, weights_metadata
 from vislearn.registry import Registry
 
 
@@ -117,7 +117,10 @@ def create_model_from_weights(path: str | os.PathLike, name: str | None = None, 
     if name is None and stored is None:
         raise UserError(f"{path} has no vislearn metadata; pass the model name explicitly")
     name = name or stored
-    kwargs = {**(info["kwargs"] if stored == name else {}), **overrides}
+    if stored is None:  # a peer's file: the options its keys imply (Inception-v3 without the aux head)
+        kwargs = {**implied_options(path, name), **overrides}
+    else:
+        kwargs = {**(info["kwargs"] if stored == name else {}), **overrides}
     try:
         return create_model(name, weights=os.fspath(path), **kwargs)
     except (TypeError, UserError) as e:  # a stored option the model does not take, or of the wrong type

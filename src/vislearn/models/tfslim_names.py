@@ -170,7 +170,8 @@ def _is_tf_slim_v3(sd: StateDict) -> bool:
 
 
 register_converter(Converter(source="tf-slim", model_prefix="inception_v3", detect=_is_tf_slim_v3,
-                             convert=convert_tf_slim_v3, normalization=(INCEPTION_MEAN, INCEPTION_STD)))
+                             convert=convert_tf_slim_v3, normalization=(INCEPTION_MEAN, INCEPTION_STD),
+                             options=lambda sd: {"aux_logits": any("AuxLogits/" in k for k in sd)}))
 
 
 def tf_slim_from_model(model: nn.Module, background: bool = True) -> dict[str, torch.Tensor]:

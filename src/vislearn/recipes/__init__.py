@@ -27,25 +27,72 @@ from vislearn._discover import import_submodules
 from vislearn.errors import UserError
 from vislearn.registry import Registry
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import DERIVED, check_config
 
 
 class Recipe:
-    """Base class: subclasses set ``Config``, ``presets`` and implement :meth:`build`."""
+    """Base class: subclasses set ``Config``, ``presets`` and implement :meth:`build`.
+
+    ``data_formats`` maps a ``--data`` folder's layout (:func:`vislearn.data.layout.detect_layout`) to
+    the value of the config's ``dataset`` setting that reads it; ``None``: :meth:`build` reads any
+    ``--data`` itself; ``{}``: the recipe trains on embedded data only and refuses ``--data``.
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = TrainConfig
     presets: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
+    data_formats: ClassVar[dict[str, str] | None] = None
 
     def build(self, cfg: Any, data: str | None = None) -> Task:
         raise NotImplementedError
 
-    def config(self, preset: str = "quick", overrides: list[str] | dict[str, Any] | None = None) -> Any:
-        """The preset's config with ``key=value`` overrides applied (a fresh copy each call)."""
-        if preset not in self.presets:
-            raise UserError(f"recipe {self.name!r} has no preset {preset!r}; choose one of "
-                            f"{', '.join(sorted(self.presets))}")
-        return apply_overrides(self.presets[preset], overrides or [])
+    def config(self, preset: str = "quick", overrides: list[str] | dict[str, Any] | None = None,
+               data: str | None = None, base: Any = None) -> Any:
+        """The preset's config (or ``base``) with ``key=value`` overrides applied, the dataset chosen for
+        ``data`` and every value checked against its rule (:mod:`vislearn.train.rules`); a fresh copy.
+
+        A length or batch the user sets directly (``steps``, ``batch_size``, ``decay_every``) wins over
+        the preset's epoch- or per-replica form of it, which is turned off; setting both forms is an error.
+        """
+        if base is None:
+            if preset not in self.presets:
+                raise UserError(f"recipe {self.name!r} has no preset {preset!r}; choose one of "
+                                f"{', '.join(sorted(self.presets))}")
+            base = self.presets[preset]
+        cfg = apply_overrides(base, overrides or [])
+        keys = set(overrides) if isinstance(overrides, dict) else {_split(o)[0] for o in overrides or []}
+        changes: dict[str, Any] = {}
+        for derived, plain in DERIVED.items():
+            if not hasattr(cfg, derived):
+                continue
+            if derived in keys and plain in keys and getattr(cfg, derived) > 0:
+                raise UserError(f"set {plain} or {derived}, not both ({derived} > 0 replaces {plain})")
+            if plain in keys and derived not in keys and getattr(cfg, derived) > 0:
+                changes[derived] = type(getattr(cfg, derived))(0)  # the user's own number wins
+        if changes:
+            cfg = dataclasses.replace(cfg, **changes)
+        return check_config(self._dataset_for(cfg, data, "dataset" in keys))
+
+    def _dataset_for(self, cfg: Any, data: str | None, named: bool) -> Any:
+        """``cfg`` with ``dataset`` set to what reads the ``--data`` folder (detected unless ``named``)."""
+        formats = self.data_formats
+        if data is None or formats is None:
+            return cfg
+        if not formats:
+            raise UserError(f"recipe {self.name!r} trains on its embedded data only; drop --data {data}")
+        from vislearn.data.layout import LAYOUTS, detect_layout
+
+        readable = "; ".join(f"{LAYOUTS[k]} (dataset={v})" for k, v in formats.items())
+        if named:
+            if cfg.dataset not in formats.values():
+                raise UserError(f"dataset={cfg.dataset} is embedded data, so --data {data} would be ignored; "
+                                f"drop one of them (recipe {self.name!r} reads {readable})")
+            return cfg
+        layout = detect_layout(data)
+        if layout not in formats:
+            raise UserError(f"--data {data} looks like {LAYOUTS[layout]}; recipe {self.name!r} reads {readable}")
+        return dataclasses.replace(cfg, dataset=formats[layout])
 
 
 _RECIPES: Registry[type[Recipe]] = Registry("recipe")
@@ -108,7 +155,11 @@ def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any]) -> Any:
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             raise UserError(f"unknown setting {key!r}" + (f"; closest: {', '.join(close)}" if close else
                                                           f"; known: {', '.join(sorted(fields))}"))
-        changes[key] = _parse_value(value, hints[key], key) if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = _parse_value(value, hints[key], key)
+        elif isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
+            value = tuple(value)  # a config read back from JSON
+        changes[key] = value
     return dataclasses.replace(cfg, **changes)
 
 

@@ -21,6 +21,7 @@ engine set ``decay_every`` (steps) from the training-set size (:func:`vislearn.t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
@@ -32,6 +33,7 @@ from vislearn.recipes.classification import (
     num_classes_of,
 )
 from vislearn.train.engine import Task
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["BatchNormConfig", "BatchNormRecipe", "INCEPTION_LR"]
 
@@ -56,6 +58,10 @@ class BatchNormConfig(ClassifyConfig):
     drop_rate: float = 0.0
     # data augmentation and schedule
     color_jitter: float = 0.0  # photometric distortion strength for ImageFolder training data
+    RULES: ClassVar[dict[str, Rule]] = {
+        "model": one_of("mlp", "bn_inception"), "dataset": one_of("digits", "shapes", "imagenet"),
+        "hidden": at_least(1), "activation": one_of("sigmoid", "relu"), "bn_impl": one_of("torch", "paper"),
+        "out_4cd": at_least(1), "drop_rate": between(0, 1, high_open=True), "color_jitter": at_least(0)}
 
     @property
     def decay_every_epochs(self) -> float:
@@ -94,6 +100,7 @@ class BatchNormRecipe(Recipe):
 
     description = "Batch Normalization (Ioffe & Szegedy 2015): MLP on digits, BN-Inception on ImageNet"
     Config = BatchNormConfig
+    data_formats = {"imagefolder": "imagenet"}
     presets = {
         "quick": BatchNormConfig(
             steps=1000, batch_size=60,  # Sec. 4.1: 60 examples per mini-batch
@@ -112,8 +119,9 @@ class BatchNormRecipe(Recipe):
         if cfg.dataset not in ("digits", "shapes", "imagenet"):
             raise UserError(f"dataset must be digits, shapes or imagenet (with --data), got {cfg.dataset!r}")
         chans = 1 if cfg.model == "mlp" and cfg.dataset == "digits" else 3
-        if cfg.model == "mlp" and cfg.dataset != "digits":
-            raise UserError("the mlp is the Sec. 4.1 digits network; use model=bn_inception for image data")
+        if cfg.model == "mlp" and cfg.dataset != "digits":  # also `--data DIR` with the quick preset
+            raise UserError("the mlp is the Sec. 4.1 digits network; use model=bn_inception for image data "
+                            "(--set model=bn_inception, or --preset paper)")
         if cfg.dataset == "imagenet":
             if data is None:
                 raise UserError("dataset 'imagenet' needs --data PATH (an ImageFolder tree with train/ and val/)")

@@ -7,6 +7,7 @@ Used by the ``classify`` recipe (any registry model on any dataset) and by the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import Rule, at_least, between
 
 
 class ClassifierModule(nn.Module):
@@ -86,6 +88,9 @@ class ClassifyConfig(TrainConfig):
     image_size: int = 8
     label_smoothing: float = 0.0
     aux_weight: float = 0.0
+    RULES: ClassVar[dict[str, Rule]] = {
+        "image_size": at_least(1),  # dataset: any name other than digits/shapes reads the --data folder
+        "label_smoothing": between(0, 1, high_open=True), "aux_weight": at_least(0)}
 
 
 def num_classes_of(dataset) -> int:
@@ -117,6 +122,7 @@ class ClassifyRecipe(Recipe):
 
     description = "generic classification with any registry model"
     Config = ClassifyConfig
+    data_formats = {"imagefolder": "folder"}
     presets = {
         "quick": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),
         "paper": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),
@@ -125,10 +131,10 @@ class ClassifyRecipe(Recipe):
     def build(self, cfg: ClassifyConfig, data: str | None = None) -> Task:
         from vislearn.models import create_model, get_entry
 
-        chans = get_entry(cfg.model).input_size[0]
+        chans = 3 if data is not None else get_entry(cfg.model).input_size[0]  # a --data folder is RGB
         train, test = classification_datasets(cfg, data, channels=chans)
         num_classes = num_classes_of(train)
-        kwargs = {"image_size": cfg.image_size} if cfg.model == "mlp" else {}
+        kwargs = {"image_size": cfg.image_size, "in_chans": chans} if cfg.model == "mlp" else {}
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
         return Task(ClassifierModule(model, cfg.label_smoothing, cfg.aux_weight), train, test,
                     evaluate=evaluate_classifier, model=model)

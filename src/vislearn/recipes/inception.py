@@ -28,6 +28,7 @@ smallest input) as RGB, the same optimiser and loss, bf16 + channels_last, a few
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch.nn as nn
 
@@ -41,6 +42,7 @@ from vislearn.recipes.classification import (
     num_classes_of,
 )
 from vislearn.train.engine import Task
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["InceptionConfig", "InceptionV3Recipe", "inception_v3_paper", "inception_v3_quick",
            "inception_param_groups", "inception_datasets", "inception_task", "check_bn_decay"]
@@ -60,6 +62,10 @@ class InceptionConfig(ClassifyConfig):
     width: float = 1.0  # channel multiplier (1.0: the paper's network)
     tf_avg_pool: bool = True  # TF "SAME" average pooling, as the paper's implementation
     bn_decay: float = 0.9  # BN moving-average decay (the model's bn_momentum = 1 - bn_decay)
+    RULES: ClassVar[dict[str, Rule]] = {
+        "dataset": one_of("digits", "shapes", "imagenet"), "num_classes": at_least(2),
+        "drop_rate": between(0, 1, high_open=True), "width": Rule(lambda v: v > 0, "> 0"),
+        "bn_decay": between(0, 1, high_open=True)}
 
 
 def inception_v3_paper() -> InceptionConfig:
@@ -130,6 +136,7 @@ class InceptionV3Recipe(Recipe):
 
     description = "Inception-v3: RMSProp(TF) ε=1, lr 0.045×0.94/2 epochs, clip 2, label smoothing 0.1, aux 0.4"
     Config = InceptionConfig
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": inception_v3_quick(), "paper": inception_v3_paper()}
 
     def build(self, cfg: InceptionConfig, data: str | None = None) -> Task:

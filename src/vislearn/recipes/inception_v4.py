@@ -95,6 +95,7 @@ class InceptionV4Recipe(Recipe):
 
     description = "Inception-v4 (Szegedy et al. 2017): RMSProp ε=1, lr 0.045×0.94/2 epochs, clipping, EMA"
     Config = InceptionV4Config
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": quick_preset("inception_v4"), "paper": paper_preset("inception_v4")}
 
     def build(self, cfg: InceptionV4Config, data: str | None = None) -> Task:
@@ -107,6 +108,7 @@ class InceptionResNetV2Recipe(Recipe):
 
     description = "Inception-ResNet-v2 (Szegedy et al. 2017): residual Inception, scaled residuals"
     Config = InceptionV4Config
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": quick_preset("inception_resnet_v2"), "paper": paper_preset("inception_resnet_v2")}
 
     def build(self, cfg: InceptionV4Config, data: str | None = None) -> Task:
@@ -119,6 +121,7 @@ class InceptionResNetV1Recipe(Recipe):
 
     description = "Inception-ResNet-v1 (Szegedy et al. 2017): the paper's layout, scaled residuals"
     Config = InceptionV4Config
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": quick_preset("inception_resnet_v1"), "paper": paper_preset("inception_resnet_v1")}
 
     def build(self, cfg: InceptionV4Config, data: str | None = None) -> Task:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -44,6 +44,7 @@ from vislearn.losses.multibox import MultiBoxLoss
 from vislearn.metrics.detection import proposal_ap, proposal_recall
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["MultiBoxConfig", "MultiBoxModule", "MultiBoxRecipe", "PostClassifierModule", "ResizedDetection",
            "build_model", "detection_datasets", "evaluate_proposals", "fit_priors_and_coder", "train_post_classifier"]
@@ -75,6 +76,14 @@ class MultiBoxConfig(TrainConfig):
     data_seed: int = 0
     eval_top_k: int = 100
     nms_iou: float = 0.5
+    RULES: ClassVar[dict[str, Rule]] = {
+        "image_size": at_least(1), "grids": at_least(1), "num_aspect_ratios": at_least(1), "head_width": at_least(1),
+        "context_width": at_least(0), "head_stages": at_least(1), "prior_scale": Rule(lambda v: v > 0, "> 0"),
+        "alpha": at_least(0), "matching": one_of("bipartite", "iou"), "match_on": one_of("priors", "predictions"),
+        "iou_threshold": between(0, 1), "missing_label_weight": between(0, 1), "missing_label_iou": between(0, 1),
+        "dataset": one_of("shapes", "voc", "coco"), "num_train_images": at_least(1), "num_eval_images": at_least(1),
+        "num_categories": at_least(1), "max_objects": at_least(1), "eval_top_k": at_least(1),
+        "nms_iou": between(0, 1)}
 
 
 class ResizedDetection(Dataset):
@@ -237,6 +246,7 @@ class MultiBoxRecipe(Recipe):
 
     description = "MSC-MultiBox learned object proposals (bipartite matching, MultiBox loss)"
     Config = MultiBoxConfig
+    data_formats = {"voc": "voc", "coco": "coco"}
     presets = {
         "quick": MultiBoxConfig(steps=300, batch_size=32, lr=2e-3, optimizer="adamw", weight_decay=1e-4,
                                 schedule="cosine", warmup_steps=20, log_every=50, clip_grad=10.0),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,7 @@ from vislearn.losses.multilabel import MultilabelSoftmaxLoss, PairwiseRankingLos
 from vislearn.metrics.multilabel import MultilabelTopK
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["LOSSES", "MultilabelConfig", "MultilabelModule", "MultilabelRecipe", "build_multilabel_loss",
            "evaluate_multilabel"]
@@ -63,6 +65,12 @@ class MultilabelConfig(TrainConfig):
     max_labels: int = 4
     data_seed: int = 0
     flip: bool = True  # random horizontal flips during training
+    RULES: ClassVar[dict[str, Rule]] = {
+        "loss": one_of("softmax", "pairwise", "warp"), "margin": at_least(0), "max_trials": at_least(0),
+        "warp_form": one_of("paper", "sampled_pair"), "width": Rule(lambda v: v > 0, "> 0"),
+        "norm": one_of("lrn", "bn", "none"), "dropout": between(0, 1, high_open=True), "image_size": at_least(1),
+        "k": at_least(1), "dataset": one_of("shapes", "nuswide", "csv"), "num_labels": at_least(1),
+        "num_samples": at_least(1), "zipf_exponent": at_least(0), "max_labels": at_least(1)}
 
 
 class MultilabelModule(nn.Module):
@@ -151,6 +159,7 @@ class MultilabelRecipe(Recipe):
 
     description = "multilabel annotation with softmax, pairwise or WARP ranking losses (Gong et al. 2013)"
     Config = MultilabelConfig
+    data_formats = {"nuswide": "nuswide", "multilabel_csv": "csv"}
     presets = {
         # quick: Adam (its step is invariant to the loss's scale, so the three losses, whose gradients
         # differ by an order of magnitude, share one learning rate), no dropout for a 300-step budget

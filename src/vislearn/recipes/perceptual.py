@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -35,6 +35,7 @@ from vislearn.models.perceptual import VGG_STAGES, PerceptualHead, PerceptualMet
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig, Trainer
 from vislearn.train.hooks import Hook
+from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["FitResult", "HeadFitModule", "PairFeatures", "PerceptualConfig", "PerceptualRecipe", "VGG_WEIGHTS_ENV",
            "backbone_weights_path", "distorted_photo_features", "fit", "hidden_weighting", "judgments_from_features",
@@ -458,6 +459,9 @@ class PerceptualConfig(TrainConfig):
     synthetic_kind: str = "mos"  # without --data: synthetic "mos" or "2afc" judgments
     synthetic_size: int = 128
     fast: bool = True  # bf16 + channels_last for the one-off feature pass
+    RULES: ClassVar[dict[str, Rule]] = {
+        "image_size": at_least(0), "limit": at_least(0), "val_fraction": between(0, 1, high_open=True),
+        "feature_batch": at_least(1), "synthetic_kind": one_of("mos", "2afc"), "synthetic_size": at_least(1)}
 
 
 @register_recipe("perceptual")

@@ -24,7 +24,7 @@ rather than other samples).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,7 @@ from vislearn.errors import UserError
 from vislearn.recipes import Recipe, register_recipe
 from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.rules import Rule, at_least, one_of
 
 __all__ = ["MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
            "metric_learning_datasets"]
@@ -95,6 +96,12 @@ class ProxyNCAConfig(TrainConfig):
     margin: float = 0.2  # triplet: FaceNet's α
     mining: str = "semihard"
     eval_nmi: bool = True
+    RULES: ClassVar[dict[str, Rule]] = {
+        "embedding_dim": at_least(1),  # loss: checked by build ("loss must be ...")
+        "dataset": one_of("shapes", "cub200", "cars196", "sop"), "num_classes": at_least(2),
+        "shapes_per_class": at_least(2), "image_size": at_least(1), "samples_per_class": at_least(0),
+        "scale": Rule(lambda v: v > 0, "> 0"), "proxy_init": one_of("unit", "gaussian"), "num_proxies": at_least(0),
+        "proxy_lr_mult": at_least(0), "margin": at_least(0)}
 
 
 def metric_learning_datasets(cfg: ProxyNCAConfig, data: str | None):
@@ -159,6 +166,7 @@ class ProxyNCARecipe(Recipe):
 
     description = "Proxy-NCA metric learning (Movshovitz-Attias et al. 2017); loss=triplet for the baseline"
     Config = ProxyNCAConfig
+    data_formats = {"cub200": "cub200", "cars196": "cars196", "sop": "sop"}
     presets = {
         "quick": ProxyNCAConfig(steps=600, batch_size=32, lr=1e-3, optimizer="rmsprop", eval_every=200,
                                 log_every=50, proxy_lr_mult=100.0, eval_nmi=False),

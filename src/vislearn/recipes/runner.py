@@ -16,6 +16,7 @@ command line and seeding happens here only for what a recipe builds:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from vislearn.errors import UserError
-from vislearn.recipes import get_recipe
+from vislearn.io import META_CLASSES, META_IMAGE_SIZE, META_RECIPE
+from vislearn.recipes import apply_overrides, get_recipe
 from vislearn.train.engine import Task, Trainer, TrainResult, seed_everything
 from vislearn.train.run_dir import resolve_resume
 
-__all__ = ["RecipeRun", "build", "evaluate", "run"]
+__all__ = ["RecipeRun", "build", "describe_weights", "evaluate", "run", "run_record"]
 
 Overrides = list[str] | dict[str, Any] | None
 
@@ -45,9 +47,35 @@ def build(name: str, preset: str = "quick", overrides: Overrides = None,
           data: str | None = None) -> tuple[Any, Task]:
     """``(cfg, task)`` for recipe ``name``: the preset with ``overrides``, seeded by ``cfg.seed``, built."""
     recipe = get_recipe(name)
-    cfg = recipe.config(preset, overrides)
+    cfg = recipe.config(preset, overrides, data)
     seed_everything(cfg.seed)  # model initialisation is part of the run: a function of cfg.seed only
     return cfg, recipe.build(cfg, data)
+
+
+def run_record(name: str, preset: str, data: str | None, cfg: Any, task: Task | None = None) -> dict[str, Any]:
+    """What a run stores about itself (checkpoints, ``summary.json``, the weights' metadata): the recipe,
+    preset, ``--data`` folder, every setting, and the class count and training-set size once built."""
+    record: dict[str, Any] = {"recipe": name, "preset": preset, "data": data, **dataclasses.asdict(cfg)}
+    if task is not None:
+        classes = getattr(task.train_set, "classes", None)
+        if classes:
+            record["dataset_classes"] = len(classes)
+        record["train_size"] = len(task.train_set)
+    return record
+
+
+def describe_weights(record: dict[str, Any], task: Task) -> dict[str, str]:
+    """The weights-file metadata a user needs later (:func:`vislearn.models.convert.weights_metadata`):
+    class names in output order, the input size trained at, and the run's settings (so ``vislearn eval``
+    rebuilds the same architecture without repeated ``--set``)."""
+    meta = {META_RECIPE: json.dumps(record, default=str)}
+    classes = getattr(task.train_set, "classes", None)
+    if classes:
+        meta[META_CLASSES] = json.dumps([str(c) for c in classes])
+    size = record.get("image_size")
+    if isinstance(size, int) and size > 0:
+        meta[META_IMAGE_SIZE] = str(size)
+    return meta
 
 
 def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str | None = None,
@@ -70,13 +98,14 @@ def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str
             initial model without touching the run's random stream, which the engine seeds next).
     """
     recipe = get_recipe(name)
-    cfg = recipe.config(preset, overrides)  # validate overrides before touching the disk
+    cfg = recipe.config(preset, overrides, data)  # validate overrides before touching the disk
     if out is not None:
         resolve_resume(Path(out), resume)  # refuse a wrong --out before building (the engine decides again)
     cfg, task = build(name, preset, overrides, data)
     if on_build is not None:
         on_build(cfg, task)
-    record = {"recipe": name, "preset": preset, "data": data, **dataclasses.asdict(cfg)}
+    record = run_record(name, preset, data, cfg, task)
+    task.metadata = {**describe_weights(record, task), **task.metadata}
     trainer = Trainer(cfg, task, out, resume=resume, progress=progress, callbacks=callbacks,
                       config_record=record)
     result = trainer.fit()
@@ -86,13 +115,27 @@ def run(name: str, preset: str = "quick", overrides: Overrides = None, data: str
 
 def evaluate(name: str, weights: str | os.PathLike, preset: str = "quick", overrides: Overrides = None,
              data: str | None = None) -> dict[str, float]:
-    """The recipe's evaluation of saved weights, through the same resolution and build as :func:`run`."""
+    """The recipe's evaluation of saved weights, through the same resolution and build as :func:`run`.
+
+    Weights written by ``vislearn train NAME`` carry the run's settings: they replace the preset (so
+    the architecture options need no repeating), and ``overrides`` apply on top.
+    """
     import torch
     from torch.utils.data import DataLoader
 
-    from vislearn.models.convert import load_weights
+    from vislearn.models.convert import load_weights, weights_metadata
 
-    cfg, task = build(name, preset, overrides, data)
+    stored = weights_metadata(weights).get("recipe") or {}
+    if stored.get("recipe") == name:
+        recipe = get_recipe(name)
+        fields = {f.name for f in dataclasses.fields(recipe.Config)}
+        start = recipe.presets.get(stored.get("preset")) or recipe.Config()
+        base = apply_overrides(start, {k: v for k, v in stored.items() if k in fields})
+        cfg = recipe.config(overrides=overrides, data=data, base=base)
+        seed_everything(cfg.seed)
+        task = recipe.build(cfg, data)
+    else:
+        cfg, task = build(name, preset, overrides, data)
     if task.evaluate is None or task.eval_set is None:
         raise UserError(f"recipe {name!r} has no evaluation")
     model = task.model_of(task.module)

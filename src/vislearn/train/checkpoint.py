@@ -106,12 +106,16 @@ def _write_error(final: Path, e: OSError) -> UserError:
 
 
 def export_run(out_dir: Path, model: torch.nn.Module, ema_model: torch.nn.Module | None,
-               summary: dict[str, Any]) -> None:
-    """The end of a run: ``model.safetensors`` (``model_ema.safetensors``) and ``summary.json`` (strict JSON)."""
+               summary: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """The end of a run: ``model.safetensors`` (``model_ema.safetensors``) and ``summary.json`` (strict JSON).
+
+    ``metadata`` (the task's: class names, input size, the run's record) goes into both weights files,
+    with ``vislearn_ema`` saying which one holds the EMA weights."""
+    meta = dict(metadata or {})
     try:
-        save_weights(model, out_dir / "model.safetensors")
+        save_weights(model, out_dir / "model.safetensors", {**meta, "vislearn_ema": "false"})
         if ema_model is not None:
-            save_weights(ema_model, out_dir / "model_ema.safetensors")
+            save_weights(ema_model, out_dir / "model_ema.safetensors", {**meta, "vislearn_ema": "true"})
         atomic_write_bytes(out_dir / "summary.json", (dumps_strict(summary, indent=2) + "\n").encode())
     except OSError as e:
         raise UserError(f"cannot write the final weights into {out_dir}: {e.strerror or e}; the final "

@@ -110,6 +110,8 @@ class Trainer:
         self._validate()
         self.device = resolve_device(cfg.device, self.dist)
         self.progress = progress and self.dist.is_main and sys.stderr.isatty()
+        # without a terminal (a log file, a batch job) a CLI run prints one line per log_every steps instead
+        self.log_lines = progress and self.dist.is_main and not self.progress and self.out_dir is not None
         split = self.dist.world_size * cfg.grad_accum_steps
         if cfg.batch_size % split:
             raise UserError(f"batch_size {cfg.batch_size} is not divisible by {self.dist.world_size} processes × "
@@ -483,6 +485,9 @@ class Trainer:
         if self.dist.is_main:
             self.history.append(record)
             self.writer.write(record)
+        if self.log_lines:
+            print(f"step {self.step}/{self.cfg.steps} " + " ".join(f"{k} {record[k]:.4g}" for k in keys)
+                  + f" ({record['steps_per_s']:.2f} steps/s)", file=sys.stderr, flush=True)
 
     # --------------------------------------------------------------------------------------- export
     def inference_model(self, use_ema: bool = True) -> nn.Module:
@@ -495,4 +500,4 @@ class Trainer:
         ckpt.export_run(self.out_dir, self.inference_model(use_ema=False),
                         self.inference_model(use_ema=True) if self.ema is not None else None,
                         {"step": self.step, "final": self.history[-1] if self.history else {},
-                         "config": self.config_record})
+                         "config": self.config_record}, metadata=self.task.metadata)

@@ -34,6 +34,8 @@ class Task:
             itself when None. A module outside ``module`` is allowed without an EMA (the recipe
             keeps it current, e.g. the perceptual head written from the best held-out state).
         hooks: called once per optimizer step (:mod:`vislearn.train.hooks`).
+        metadata: strings stored in the exported weights files (class names, input size, the run's
+            settings); the engine adds whether a file holds the EMA weights.
     """
 
     module: nn.Module
@@ -44,6 +46,7 @@ class Task:
     collate_fn: Callable | None = None
     model: nn.Module | None = None
     hooks: list[Hook] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def model_path(self) -> str | None:
         """``model``'s submodule path inside ``module`` (``""`` for the module itself; None: outside it)."""
