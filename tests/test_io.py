@@ -150,5 +150,5 @@ def test_checkpoint_directories_and_files_honour_the_umask(tmp_path):
         os.umask(old)
     assert _mode(d) == 0o755  # mkdtemp's 0700 would hide a finished run's checkpoints from the group
     assert {p.name: _mode(p) for p in d.iterdir()} == {
-        "model.safetensors": 0o644, "trainer.json": 0o644, "trainer_state.pt": 0o644}
+        "model.safetensors": 0o644, "trainer.json": 0o644, "trainer_state.pt": 0o644, "checksums.json": 0o644}
     assert _mode(tmp_path / "checkpoints" / "latest.json") == 0o644

@@ -112,7 +112,7 @@ def test_bad_weights_files_are_reported_by_path(tmp_path):
 def test_checkpoint_write_is_atomic_and_keeps_latest(tmp_path):
     model = {"w": torch.arange(4.0)}
     for step in (10, 20, 30):
-        save_checkpoint(tmp_path, step, model_state={"w": model["w"] * step}, trainer={"epoch": 0},
+        save_checkpoint(tmp_path, step, model_state={"w": model["w"] * step}, trainer={"epoch": 0, "batch_in_epoch": 0},
                         state={"rng": torch.tensor([1, 2])}, keep=2)
     dirs = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
     assert dirs == ["step_00000020", "step_00000030"]

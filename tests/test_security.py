@@ -129,10 +129,12 @@ def _argv(cmd: str, parser: argparse.ArgumentParser, option: str, weights: Path,
     for a in parser._actions:
         if a.option_strings or isinstance(a, argparse._HelpAction):
             continue
-        argv.append("classify" if a.dest == "recipe" else str(image))  # positionals: a recipe or an image
+        # positionals: a recipe, a reproduction that takes --weights, or an image
+        argv.append("classify" if a.dest == "recipe" else "perceptual" if cmd == "reproduce" else str(image))
     for a in parser._actions:
         if a.option_strings and a.required and a.option_strings[0] != option:
-            argv += [a.option_strings[0], str(out / "x.pt") if a.dest == "out" else str(weights)]
+            target = out / ("x.png" if cmd == "perceptual-map" else "x.pt")  # a valid output name for the command
+            argv += [a.option_strings[0], str(target) if a.dest == "out" else str(weights)]
     if "--model" in parser._option_string_actions and cmd in ("export", "predict"):
         argv += ["--model", "small_convnet"]
     return argv + [option, str(weights)]
