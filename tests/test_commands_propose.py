@@ -75,3 +75,25 @@ def test_reproduction_runs_at_tiny_scale(tmp_path):
     nums = rec["numbers"]
     assert set(nums["learned"]) == {"1", "2", "5", "10", "20", "50", "100"}
     assert 0 <= nums["sliding"]["100"] <= 1 and (tmp_path / "multibox.png").exists()
+
+
+def test_propose_command_boxes_are_model_propose_mapped_back_by_the_scale_factors(weights, tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from vislearn.data.formats import load_image
+    from vislearn.models import create_model_from_weights
+
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(60, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
+    img = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(img)
+    assert main(["propose", "--weights", str(weights), str(img), "--top", "5", "--nms", "0.5", "--json"]) == 0
+    got = torch.tensor([p["box"] for p in json.loads(capsys.readouterr().out.splitlines()[0])["proposals"]])
+    # the oracle: the model's own proposals on the 64×64 resized image, x scaled by 80/64 and y by 60/64
+    model = create_model_from_weights(weights).eval()
+    x = F.interpolate(load_image(img)[None], size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        boxes, _ = model.propose(x.clamp(0, 1), top_k=5, nms_iou=0.5)
+    expected = boxes[0] * torch.tensor([80 / 64, 60 / 64, 80 / 64, 60 / 64])
+    assert got.shape == (5, 4)
+    torch.testing.assert_close(got, expected, atol=0.006, rtol=0)  # the command rounds to 0.01 px
