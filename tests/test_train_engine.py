@@ -266,3 +266,51 @@ def test_clipping_bounds_the_update_of_a_huge_gradient():
 def test_matmul_dtype_inside_the_training_forward(precision, dtype):
     _, m, _ = _probe_run(1.0, precision=precision, steps=2)
     assert m.dtypes == [dtype, dtype]
+
+
+def test_keep_checkpoints_keeps_the_newest_n(tmp_path):
+    Trainer(job.config(steps=40, ckpt_every=10, eval_every=0, keep_checkpoints=2), job.task(), tmp_path,
+            progress=False).fit()
+    kept = sorted(d.name for d in (tmp_path / "checkpoints").iterdir() if d.is_dir())
+    assert kept == ["step_00000030", "step_00000040"]
+
+
+@pytest.mark.parametrize("ema_eval", [True, False])
+def test_ema_eval_chooses_which_weights_are_evaluated(ema_eval):
+    seen: list[torch.nn.Module] = []
+    t = job.task()
+    t.evaluate = lambda model, loader: (seen.append(model), {"n": 1.0})[1]
+    tr = Trainer(job.config(steps=3, ema_decay=0.9, ema_eval=ema_eval, ckpt_every=0, eval_every=0), t, None,
+                 progress=False)
+    tr.fit()
+    assert seen == [tr.ema.module.model if ema_eval else tr.module.model]
+
+
+class _ConvProbe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(64, 2))
+        self.layouts: list[bool] = []
+
+    def forward(self, batch):
+        x, y = batch
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return {"loss": nn.functional.cross_entropy(self.net(x), y)}
+
+
+def test_channels_last_and_workers_give_the_plain_run():
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(32, 3, 4, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
+
+    def run(**kw):
+        m = _ConvProbe()
+        cfg = TrainConfig(**{**dict(steps=4, batch_size=8, lr=0.1, log_every=1, device="cpu", seed=1), **kw})
+        Trainer(cfg, Task(m, data), None, progress=False).fit()
+        return m.state_dict(), m.layouts
+
+    plain, layouts = run()
+    other, layouts_cl = run(channels_last=True, num_workers=2)
+    assert layouts == [False] * 4 and layouts_cl == [True] * 4  # 4-D float inputs arrive in channels_last
+    for k in plain:  # the same data order and numbers with two loader workers
+        torch.testing.assert_close(other[k], plain[k], rtol=1e-5, atol=1e-6, msg=k)
