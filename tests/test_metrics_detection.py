@@ -160,3 +160,21 @@ def test_evaluator_accumulates():
     b = evaluate_detections(dtb, dts, gtb, dtl, gtl, num_classes=2).ap()
     assert a == b
     assert len(COCO_IOU_THRESHOLDS) == 10
+
+
+def test_class_agnostic_evaluator_and_per_category_ap_match_cocoeval():
+    gtb, gtl, dtb, dts, dtl = _random_scene(30, 3, 11)
+    # class-agnostic: COCOeval with useCats=0, every label ignored
+    ev = DetectionEvaluator(class_agnostic=True)
+    ev.update(dtb[:10], dts[:10], gtb[:10])
+    ev.update(dtb[10:], dts[10:], gtb[10:])
+    ref = _cocoeval(gtb, gtl, dtb, dts, dtl, 3, use_cats=False)
+    np.testing.assert_allclose(ev.compute().precision, ref.eval["precision"][:, :, :, 0, :], atol=1e-9)
+    # per-category AP at IoU 0.5 and 100 detections: COCOeval's precision curve of each category, averaged
+    ours = evaluate_detections(dtb, dts, gtb, dtl, gtl, num_classes=3).per_category_ap(iou=0.5, max_det=100)
+    coco = _cocoeval(gtb, gtl, dtb, dts, dtl, 3)
+    p = coco.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, all areas, the last maxDets (100)
+    assert sorted(ours) == [0, 1, 2]
+    for k in range(3):
+        assert ours[k] == pytest.approx(float(p[:, k].mean()), abs=1e-9), k
+    assert len({round(v, 6) for v in ours.values()}) == 3  # the categories are told apart
