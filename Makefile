@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench mutants
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -23,3 +23,23 @@ lint: .venv/.installed
 
 bench: .venv/.installed
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+# Mutation testing (tests/MUTANTS.md): each module against the FAST tests that cover it, one module at a
+# time, at low priority. Not part of `make test`; it takes tens of minutes on 2 cores.
+MUTATE := OMP_NUM_THREADS=1 nice -n 15 $(PY) -m pytest -q -p no:cacheprovider -o addopts= --gremlins \
+	--gremlin-workers=1 --gremlin-batch --gremlin-report=console,json
+ENGINE_FAST := -k "in_process or every_step or closed_form_over or clipping or matmul or schedules_closed"
+
+mutants: .venv/.installed
+	$(PIP) install -q -e '.[dev,mutation]'
+	$(MUTATE) --gremlin-targets=src/vislearn/detection/coding.py tests/test_detection_matching.py
+	$(MUTATE) --gremlin-targets=src/vislearn/detection/matching.py tests/test_detection_matching.py
+	$(MUTATE) --gremlin-targets=src/vislearn/nn/batchnorm.py tests/test_nn_batchnorm.py
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/proxy_nca.py tests/test_losses_proxy_nca.py
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/multilabel.py tests/test_losses_multilabel.py
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/multibox.py tests/test_models_multibox.py
+	$(MUTATE) --gremlin-targets=src/vislearn/metrics/detection.py tests/test_metrics_detection.py
+	$(MUTATE) --gremlin-targets=src/vislearn/metrics/retrieval.py tests/test_metrics_retrieval.py
+	$(MUTATE) --gremlin-targets=src/vislearn/train/ema.py,src/vislearn/train/schedules.py \
+		tests/test_train_ema.py tests/test_train_schedules.py
+	$(MUTATE) --gremlin-targets=src/vislearn/train/engine.py tests/test_train_engine.py $(ENGINE_FAST)

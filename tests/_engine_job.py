@@ -4,7 +4,8 @@ It exercises every piece of state that resumption must restore: momentum SGD sta
 schedule with warm-up, gradient clipping, an EMA of weights, dropout and a random augmentation
 (both drawing from the global RNG), shuffled data order over several epochs.
 
-Usage: ``python tests/_engine_job.py OUT_DIR [--resume] [--kill-at STEP] [--term-at STEP]``.
+Usage: ``python tests/_engine_job.py OUT_DIR [--resume] [--kill-at STEP] [--term-at STEP] [--record FILE]``
+(``--record``: append each optimizer step this process completes to FILE, one per line).
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ def main(argv: list[str]) -> None:
     out = argv[0]
     kill_at = int(argv[argv.index("--kill-at") + 1]) if "--kill-at" in argv else -1
     term_at = int(argv[argv.index("--term-at") + 1]) if "--term-at" in argv else -1
+    record = argv[argv.index("--record") + 1] if "--record" in argv else None
 
     def bomb(trainer, step):
+        if record is not None:
+            with open(record, "a") as f:
+                f.write(f"{step}\n")
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if step == term_at:

@@ -57,13 +57,21 @@ def test_predict_default_inception_preprocessing_text(small, capsys):
     assert main(["predict", "--weights", str(weights), "--top", "3", paths[1]]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0] == paths[1] and len(text) == 4
-    from vislearn.data.transforms import inception_eval_transform
+    from torchvision.models import Inception_V3_Weights
 
-    x = inception_eval_transform()(load_image(paths[1]))[None]  # 342 → 299
-    assert x.shape[-1] == 299
+    # the oracle is torchvision's own Inception-v3 preprocessing (resize 342, centre crop 299), with its
+    # ImageNet normalisation undone: our model normalises inside forward and takes [0, 1] images
+    tv = Inception_V3_Weights.IMAGENET1K_V1.transforms()
+    assert (tv.resize_size, tv.crop_size) == ([342], [299])
+    mean, std = torch.tensor(tv.mean)[:, None, None], torch.tensor(tv.std)[:, None, None]
+    x = (tv(load_image(paths[1])) * std + mean)[None]
+    assert x.shape[-2:] == (299, 299)
     with torch.no_grad():
-        top = model(x).softmax(1).topk(3, 1).indices[0].tolist()
-    assert [int(line.rsplit("(", 1)[1].rstrip(")")) for line in text[1:]] == top
+        probs, top = model(x).softmax(1).topk(3, 1)
+    assert [int(line.rsplit("(", 1)[1].rstrip(")")) for line in text[1:]] == top[0].tolist()
+    assert main(["predict", "--weights", str(weights), "--top", "3", "--json", paths[1]]) == 0
+    got = json.loads(capsys.readouterr().out)[0]["top"]
+    assert [t["prob"] for t in got] == pytest.approx(probs[0].tolist(), abs=1e-4)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -110,16 +118,29 @@ def test_export_torchscript_roundtrip(small, capsys):
 
 
 def test_export_onnx_needs_package(small, capsys):
-    _, weights, _, d = small
+    model, weights, _, d = small
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         assert main(["export", "--weights", str(weights), "--format", "onnx", "--out", str(d / "m.onnx")]) == 2
         assert "needs the 'onnx' package" in capsys.readouterr().err
         return
-    assert main(["export", "--weights", str(weights), "--format", "onnx", "--out", str(d / "m.onnx"),
+    path = d / "m.onnx"
+    assert main(["export", "--weights", str(weights), "--format", "onnx", "--out", str(path),
                  "--image-size", "80"]) == 0
-    assert (d / "m.onnx").stat().st_size > 0
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    dims = [(x.dim_param or x.dim_value) for x in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 80, 80]
+    try:
+        import onnxruntime
+    except ImportError:  # the graph is checked above; its numbers need onnxruntime, which is not installed
+        return
+    x = torch.rand(2, 3, 80, 80)
+    session = onnxruntime.InferenceSession(str(path))
+    (got,) = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_export_bad_size(small, capsys):

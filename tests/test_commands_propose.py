@@ -85,3 +85,25 @@ def test_draw_to_a_path_without_extension_writes_and_names_a_png(weights, tmp_pa
     assert Image.open(tmp_path / "boxes.png").size == (50, 40)
     assert main(["propose", "--weights", str(weights), str(img), "--draw", str(tmp_path / "no" / "b.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_propose_command_boxes_are_model_propose_mapped_back_by_the_scale_factors(weights, tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from vislearn.data.formats import load_image
+    from vislearn.models import create_model_from_weights
+
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(60, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
+    img = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(img)
+    assert main(["propose", "--weights", str(weights), str(img), "--top", "5", "--nms", "0.5", "--json"]) == 0
+    got = torch.tensor([p["box"] for p in json.loads(capsys.readouterr().out.splitlines()[0])["proposals"]])
+    # the oracle: the model's own proposals on the 64×64 resized image, x scaled by 80/64 and y by 60/64
+    model = create_model_from_weights(weights).eval()
+    x = F.interpolate(load_image(img)[None], size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        boxes, _ = model.propose(x.clamp(0, 1), top_k=5, nms_iou=0.5)
+    expected = boxes[0] * torch.tensor([80 / 64, 60 / 64, 80 / 64, 60 / 64])
+    assert got.shape == (5, 4)
+    torch.testing.assert_close(got, expected, atol=0.006, rtol=0)  # the command rounds to 0.01 px

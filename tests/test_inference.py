@@ -21,10 +21,14 @@ def _trained_mlp():
 def test_fp32_fold_is_exact_and_interface_is_kept():
     model = _trained_mlp()
     x = torch.rand(8, 1, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = optimize(model, precision="fp32")
     assert isinstance(fast, InferenceModel) and not fast.training
     assert not any(is_batchnorm(m) for m in fast.modules())
-    assert model.training and sum(is_batchnorm(m) for m in model.modules()) == 3  # input untouched
+    # the input is untouched: still training, its 3 BNs in place, every weight and statistic unchanged
+    assert model.training and sum(is_batchnorm(m) for m in model.modules()) == 3
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     model.eval()
     with torch.no_grad():
         ref = model(x)

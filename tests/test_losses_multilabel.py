@@ -395,3 +395,21 @@ def test_warp_chunked_sampling_equals_one_pass(monkeypatch):
     chunked = warp_sample(s, pos, 1.0, None, torch.Generator().manual_seed(4))
     for key in one:
         assert torch.equal(one[key], chunked[key]), key
+
+
+def test_functional_reductions_by_hand():
+    from vislearn.losses.multilabel import multilabel_softmax_loss, pairwise_ranking_loss
+
+    # row 0: scores (0, 0, 0), positives {0, 1}: −½ log ⅓ · 2 = log 3; row 1: no positive (skipped);
+    # row 2: scores (2, 0, 0), positive {0}: −log(e² / (e² + 2))
+    scores = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [2.0, 0.0, 0.0]])
+    targets = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    rows = torch.tensor([math.log(3), 0.0, -math.log(math.exp(2) / (math.exp(2) + 2))])
+    torch.testing.assert_close(multilabel_softmax_loss(scores, targets, reduction="none"), rows)
+    torch.testing.assert_close(multilabel_softmax_loss(scores, targets, reduction="sum"), rows.sum())
+    torch.testing.assert_close(multilabel_softmax_loss(scores, targets, reduction="mean"), rows.sum() / 2)
+    # pairwise hinge, margin 1: row 0: 2 pairs of max(0, 1 − 0 + 0) = 2; row 2: 2 pairs of max(0, 1 − 2) = 0
+    pair_rows = torch.tensor([2.0, 0.0, 0.0])
+    torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="none"), pair_rows)
+    torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="sum"), torch.tensor(2.0))
+    torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="mean"), torch.tensor(1.0))

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
 
 from vislearn.errors import UserError
-from vislearn.train import Trainer
+from vislearn.train import Task, TrainConfig, Trainer, seed_everything
 from vislearn.train.checkpoint import latest_checkpoint, load_safetensors
 from vislearn.train.schedules import lr_factor
 
@@ -29,6 +31,10 @@ def _run_job(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(HERE / "_engine_job.py"), str(out), *args], env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _recorded(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()]
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -51,8 +57,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     p = _run_job(killed, "--kill-at", "87")
     assert p.returncode == -9, p.stderr
     assert latest_checkpoint(killed).name == "step_00000075"
-    p = _run_job(killed, "--resume")
+    p = _run_job(killed, "--resume", "--record", str(tmp_path / "resumed_steps"))
     assert p.returncode == 0, p.stderr
+    # the resumed process starts at the checkpoint's step and runs exactly the 45 remaining steps
+    # (a run that ignored the checkpoint and restarted from 0 would end with the same weights)
+    assert _recorded(tmp_path / "resumed_steps") == list(range(76, 121))
     a, b = _weights(ref), _weights(killed)
     assert a.keys() == b.keys()
     for k in a:
@@ -73,7 +82,8 @@ def test_sigterm_checkpoints_and_resume_is_exact(tmp_path):
     assert p.returncode == 0, p.stderr  # a graceful stop
     assert latest_checkpoint(stopped).name == "step_00000063"
     assert not (stopped / "model.safetensors").exists()
-    assert _run_job(stopped, "--resume").returncode == 0
+    assert _run_job(stopped, "--resume", "--record", str(tmp_path / "resumed_steps")).returncode == 0
+    assert _recorded(tmp_path / "resumed_steps") == list(range(64, 121))
     a, b = _weights(ref), _weights(stopped)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=k)
@@ -157,3 +167,151 @@ def test_in_memory_run_lets_ctrl_c_through():
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(job.config(steps=20, ckpt_every=0), job.task(), None, progress=False, callbacks=[interrupt]).fit()
+
+
+def test_in_process_resume_starts_at_the_checkpoint_step_with_its_weights(tmp_path):
+    Trainer(job.config(steps=30, ckpt_every=0, eval_every=0), job.task(), tmp_path, progress=False).fit()
+    saved = _weights(tmp_path)
+    steps: list[int] = []
+    tr = Trainer(job.config(steps=40, ckpt_every=0, eval_every=0), job.task(), tmp_path, resume=True,
+                 progress=False, callbacks=[lambda trainer, step: steps.append(step)])
+    n = tr.steps_per_epoch
+    assert (tr.step, tr.epoch, tr.batch_in_epoch) == (30, 30 // n, 30 % n)
+    for k, v in tr.module.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    tr.fit()
+    assert steps == list(range(31, 41))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_optimizer_lr_follows_warmup_schedule_and_lr_mult_at_every_step(schedule):
+    t = job.task()
+    head = list(t.module.model[-1].parameters())
+    rest = [p for p in t.module.parameters() if all(p is not h for h in head)]
+    t.param_groups = [{"params": rest}, {"params": head, "lr_mult": 10.0}]
+    seen: dict[int, list[float]] = {}
+
+    def read_lr(trainer, step):  # after step `step`: the lr the optimizer used for 0-based step `step - 1`
+        seen[step - 1] = [g["lr"] for g in trainer.optimizer.param_groups]
+
+    cfg = job.config(steps=12, schedule=schedule, warmup_steps=4, min_lr_ratio=0.1, ckpt_every=0, eval_every=0,
+                     ema_decay=0.0)
+    Trainer(cfg, t, None, progress=False, callbacks=[read_lr]).fit()
+
+    def by_hand(s: int) -> float:  # warm-up (s + 1) / 4, then the decay over the 8 steps after it
+        warm = min(1.0, (s + 1) / 4)
+        u = min(max(s - 4, 0) / 8, 1.0)
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * u)) if schedule == "cosine" else 1 - 0.9 * u
+        return 0.2 * warm * decay
+
+    assert sorted(seen) == list(range(12))
+    for s, lrs in seen.items():
+        assert lrs == pytest.approx([by_hand(s), 10 * by_hand(s)], rel=1e-12), s
+    assert seen[3][0] == seen[4][0] == pytest.approx(0.2)  # the peak: the end of the warm-up, the decay's start
+    assert len({round(v[0], 12) for v in seen.values()}) == 11  # every other step has its own lr
+
+
+def test_engine_ema_is_the_closed_form_over_two_steps():
+    snapshots: list[dict[str, torch.Tensor]] = []
+    t = job.task()
+    cfg = job.config(steps=2, ema_decay=0.9, ckpt_every=0, eval_every=0)
+    tr = Trainer(cfg, t, None, progress=False,
+                 callbacks=[lambda trainer, step: snapshots.append(
+                     {k: v.clone() for k, v in trainer.module.state_dict().items()})])
+    tr.fit()
+    w1, w2 = snapshots
+    ema = tr.ema.module.state_dict()
+    for k in w1:  # the first update copies, the second averages: 0.9 · θ1 + 0.1 · θ2
+        torch.testing.assert_close(ema[k], 0.9 * w1[k] + 0.1 * w2[k], rtol=1e-6, atol=1e-7, msg=k)
+    assert not torch.allclose(w1["model.1.weight"], w2["model.1.weight"])  # the two steps differ
+
+
+class _Probe(nn.Module):
+    """``loss = scale · Σ w·x``: the gradient is ``scale · Σx`` per weight, known in closed form."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 1, bias=False)
+        self.scale = scale
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, batch):
+        (x,) = batch
+        y = self.lin(x)
+        self.dtypes.append(y.dtype)
+        return {"loss": self.scale * y.float().mean()}
+
+
+def _probe_run(scale: float, **kw) -> tuple[Trainer, _Probe, torch.Tensor]:
+    seed_everything(0)
+    m = _Probe(scale)
+    w0 = m.lin.weight.detach().clone()
+    cfg = TrainConfig(**{**dict(steps=1, batch_size=8, lr=0.1, log_every=1, device="cpu"), **kw})
+    tr = Trainer(cfg, Task(m, TensorDataset(torch.ones(8, 4))), None, progress=False)
+    tr.fit()
+    return tr, m, w0
+
+
+def test_clipping_bounds_the_update_of_a_huge_gradient():
+    # gradient = 1e6 per weight (x = 1): norm 2e6; clipped to norm 1, so one SGD step moves w by lr · 1
+    tr, m, w0 = _probe_run(1e6, clip_grad=1.0)
+    step = m.lin.weight.detach() - w0
+    assert float(step.norm()) == pytest.approx(0.1, rel=1e-5)
+    torch.testing.assert_close(step, torch.full((1, 4), -0.05))  # -lr · g / |g| with g ∝ (1, 1, 1, 1)
+    assert tr.history[0]["grad_norm"] == pytest.approx(2e6, rel=1e-6)  # the norm before clipping
+    _, m, w0 = _probe_run(1e6, clip_grad=0.0)  # without clipping the same step is 1e6 times larger
+    assert float((m.lin.weight.detach() - w0).norm()) == pytest.approx(0.1 * 2e6, rel=1e-5)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_matmul_dtype_inside_the_training_forward(precision, dtype):
+    _, m, _ = _probe_run(1.0, precision=precision, steps=2)
+    assert m.dtypes == [dtype, dtype]
+
+
+def test_keep_checkpoints_keeps_the_newest_n(tmp_path):
+    Trainer(job.config(steps=40, ckpt_every=10, eval_every=0, keep_checkpoints=2), job.task(), tmp_path,
+            progress=False).fit()
+    kept = sorted(d.name for d in (tmp_path / "checkpoints").iterdir() if d.is_dir())
+    assert kept == ["step_00000030", "step_00000040"]
+
+
+@pytest.mark.parametrize("ema_eval", [True, False])
+def test_ema_eval_chooses_which_weights_are_evaluated(ema_eval):
+    seen: list[torch.nn.Module] = []
+    t = job.task()
+    t.evaluate = lambda model, loader: (seen.append(model), {"n": 1.0})[1]
+    tr = Trainer(job.config(steps=3, ema_decay=0.9, ema_eval=ema_eval, ckpt_every=0, eval_every=0), t, None,
+                 progress=False)
+    tr.fit()
+    assert seen == [tr.ema.module.model if ema_eval else tr.module.model]
+
+
+class _ConvProbe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(64, 2))
+        self.layouts: list[bool] = []
+
+    def forward(self, batch):
+        x, y = batch
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return {"loss": nn.functional.cross_entropy(self.net(x), y)}
+
+
+def test_channels_last_and_workers_give_the_plain_run():
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(32, 3, 4, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
+
+    def run(**kw):
+        m = _ConvProbe()
+        cfg = TrainConfig(**{**dict(steps=4, batch_size=8, lr=0.1, log_every=1, device="cpu", seed=1), **kw})
+        Trainer(cfg, Task(m, data), None, progress=False).fit()
+        return m.state_dict(), m.layouts
+
+    plain, layouts = run()
+    other, layouts_cl = run(channels_last=True, num_workers=2)
+    assert layouts == [False] * 4 and layouts_cl == [True] * 4  # 4-D float inputs arrive in channels_last
+    for k in plain:  # the same data order and numbers with two loader workers
+        torch.testing.assert_close(other[k], plain[k], rtol=1e-5, atol=1e-6, msg=k)

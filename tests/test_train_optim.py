@@ -75,3 +75,34 @@ def test_build_optimizer_defaults_and_validation():
         RMSpropTF([p], decay=1.0)
     with pytest.raises(UserError, match="eps"):
         RMSpropTF([p], eps=-1.0)
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov", "adam", "adamw"])
+def test_build_optimizer_steps_like_torch(name):
+    """Three steps through ``build_optimizer`` equal torch's optimizer built by hand with the same settings."""
+    torch.manual_seed(0)
+    p0, grads = torch.randn(5), [torch.randn(5) for _ in range(3)]
+    kind = "sgd" if name == "sgd_nesterov" else name
+    ref = {"sgd_nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+           "adam": lambda ps: torch.optim.Adam(ps, lr=0.1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01),
+           "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.1, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)}[name]
+
+    def run(factory):
+        p = torch.nn.Parameter(p0.clone())
+        opt = factory([p])
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        return p.detach(), opt
+
+    ours, opt = run(lambda ps: build_optimizer(kind, [{"params": ps}], lr=0.1, momentum=0.9, weight_decay=0.01,
+                                               betas=(0.9, 0.95), nesterov=True))
+    theirs, _ = run(ref)
+    assert type(opt) is type(run(ref)[1])
+    assert torch.equal(ours, theirs)
+    if name == "sgd_nesterov":  # nesterov really differs from plain momentum here
+        plain, _ = run(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01))
+        assert not torch.allclose(ours, plain)
+    if name == "adamw":  # decoupled decay differs from Adam's L2 term
+        adam, _ = run(lambda ps: torch.optim.Adam(ps, lr=0.1, betas=(0.9, 0.95), weight_decay=0.01))
+        assert not torch.allclose(ours, adam)
