@@ -59,7 +59,7 @@ from vislearn.train.distributed import (
 )
 from vislearn.train.ema import ModelEMA
 from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
-from vislearn.train.metrics_log import MetricsWriter
+from vislearn.train.metrics_log import MetricsWriter, progress_line
 from vislearn.train.nonfinite import NonFiniteLossError, skip_or_stop
 from vislearn.train.optim import build_optimizer
 from vislearn.train.resume import compare_configs, reseed_value
@@ -205,7 +205,6 @@ class Trainer:
             if self.dist.is_main:
                 self.writer.rewrite(self.history)  # drop what a killed run logged after its checkpoint
 
-    # ----------------------------------------------------------------------------------- out folder
     def _release(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -486,10 +485,8 @@ class Trainer:
             self.history.append(record)
             self.writer.write(record)
         if self.log_lines:
-            print(f"step {self.step}/{self.cfg.steps} " + " ".join(f"{k} {record[k]:.4g}" for k in keys)
-                  + f" ({record['steps_per_s']:.2f} steps/s)", file=sys.stderr, flush=True)
+            print(progress_line(record, keys, self.cfg.steps), file=sys.stderr, flush=True)
 
-    # --------------------------------------------------------------------------------------- export
     def inference_model(self, use_ema: bool = True) -> nn.Module:
         """``Task.model`` inside the module, or inside the EMA copy when one is kept and ``use_ema``."""
         return self.task.model_of(self.ema.module if (use_ema and self.ema is not None) else self.module)

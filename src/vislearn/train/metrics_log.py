@@ -67,3 +67,10 @@ class MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def progress_line(record: dict[str, Any], keys: list[str], total_steps: int) -> str:
+    """The line a run without a terminal prints to stderr every ``log_every`` steps."""
+    return (f"step {record['step']}/{total_steps} " + " ".join(f"{k} {record[k]:.4g}" for k in keys)
+            + f" ({record['steps_per_s']:.2f} steps/s)")
+
