@@ -146,3 +146,21 @@ def test_bad_settings_are_one_line_and_exit_2(recipe, setting, message, capsys, 
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_resumed_run_continues_views_schedules_and_teacher(tmp_path):
+    """Killed after step 2 (its checkpoint is the newest) and resumed: the same weights as straight through.
+    The step counter comes back with the module, so the views of epoch 1 (2 steps per epoch) and the
+    temperature/γ/momentum schedules continue where they were."""
+    import shutil
+
+    over = {**TINY, "steps": 4, "heads": 2, "ckpt_every": 2, "keep_checkpoints": 3}
+    straight = recipes.run("dino", "quick", over, out=tmp_path / "a", progress=False).task.module.state_dict()
+    recipes.run("dino", "quick", over, out=tmp_path / "b", progress=False)
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_00000004")
+    resumed = recipes.run("dino", "quick", over, out=tmp_path / "b", resume=True, progress=False)
+    module = resumed.task.module
+    assert int(module.steps_done) == 4 and module.clock.epoch == 2 and int(module.teacher.n_averaged) == 4
+    state = module.state_dict()
+    for k in straight:
+        torch.testing.assert_close(state[k], straight[k], rtol=1e-5, atol=1e-7, msg=k)
