@@ -30,3 +30,25 @@ def test_two_process_dino_matches_one_process(tmp_path):
     assert w1["loss.center"].abs().sum() > 0
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_paper_preset_is_dino_star_vit_s16():
+    import timm
+
+    from vislearn.cli import main
+    from vislearn.recipes import get_recipe
+    from vislearn.recipes.ssl import ssl_backbone
+
+    cfg = get_recipe("dino").config("paper")
+    assert cfg.lr == 1e-3 * cfg.batch_size / 512 == 2e-3  # App. B.1: lr 1e-3 × bs/512 at batch 1024
+    assert cfg.warmup_steps == 10 * (1_281_167 // 1024)  # Table 7: 10 warm-up epochs of ImageNet at batch 1024
+    assert cfg.lr * cfg.min_lr_ratio == 1e-5 and cfg.epochs == 800 and cfg.clip_grad == 3.0  # Table 7
+    assert (cfg.heads, cfg.codes, cfg.scheme, cfg.normalization) == (16, 1024, "ent", "sinkhorn")
+    assert (cfg.teacher_temp, cfg.warmup_teacher_temp, cfg.warmup_teacher_temp_epochs) == (0.025, 0.05, 30)
+    assert (cfg.global_size, cfg.local_size, cfg.num_local) == (224, 96, 10)
+    # the backbone is ViT-S/16: timm's vit_small_patch16_224 without its classifier, parameter for parameter
+    backbone = ssl_backbone(cfg)
+    reference = timm.create_model("vit_small_patch16_224", num_classes=0, pretrained=False)
+    assert sum(p.numel() for p in backbone.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert backbone.num_features == 384 and backbone.patch_size == 16
+    assert main(["train", "dino", "--preset", "paper", "--out", "/nonexistent/o"]) == 2  # needs --data ROOT
