@@ -16,7 +16,7 @@ def test_two_process_dino_matches_one_process(tmp_path):
                 "optimizer": "sgd", "lr": 0.5, "warmup_steps": 0, "clip_grad": 0, "num_workers": 0,
                 "vit_dim": 24, "vit_depth": 1, "vit_heads": 3, "codes": 16, "head_hidden": 16, "head_dim": 8,
                 "num_local": 1, "global_size": 16, "local_size": 8, "image_size": 16, "num_classes": 4,
-                "samples_per_class": 4, "knn_k": 3, "warmup_teacher_temp_epochs": 3}
+                "samples_per_class": 4, "knn_k": 3, "warmup_teacher_temp_epochs": 3, "dataset": "shapes"}
     args = ["dino"] + [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
     one, two = train_one_and_two(args, tmp_path)
     c1, c2 = loss_curve(one), loss_curve(two)

@@ -17,5 +17,5 @@ def test_paper_preset_is_msn_star_vit_s16():
 def test_quick_preset_is_dinos_with_the_msn_loss():
     cfg = get_recipe("msn").config("quick")
     assert (cfg.steps, cfg.vit_dim, cfg.num_local, cfg.dataset) == (DINO_QUICK.steps, DINO_QUICK.vit_dim,
-                                                                    DINO_QUICK.num_local, "shapes")
+                                                                    DINO_QUICK.num_local, "photos")
     assert (cfg.gamma, cfg.mask_ratio, cfg.me_max_weight, cfg.sinkhorn_iterations) == (0.01, 0.2, 4.0, 0)

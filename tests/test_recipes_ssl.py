@@ -17,7 +17,7 @@ from vislearn.train import schedules
 TINY = {"vit_dim": 24, "vit_depth": 1, "vit_heads": 3, "codes": 16, "head_hidden": 16, "head_dim": 8,
         "num_local": 1, "global_size": 16, "local_size": 8, "image_size": 16, "samples_per_class": 4,
         "num_classes": 4, "batch_size": 8, "log_every": 1, "eval_every": 0, "warmup_steps": 0, "knn_k": 3,
-        "num_workers": 0}
+        "num_workers": 0, "dataset": "shapes"}
 
 
 def _run(name="dino", **over):

@@ -8,12 +8,15 @@ per-step hook, multi-crop data, k-NN evaluation, backbone-only export) is :mod:`
 
 Presets:
 
-* ``quick``: a 3-block, 64-wide ViT with 4 px patches on the embedded shapes (10 classes, 100
-  training images each, 32 px), 2 global 32 px crops and 2 local 16 px crops, small heads (hidden
-  256, 64-d, 256 codes), 300 steps (~10 epochs) of batch 32 with the views made in one DataLoader
-  worker: a few minutes on 2 CPU cores. Schedules stated in epochs (teacher temperature, γ) are
-  shortened to 5 epochs. Evaluation: k-NN (k = 20, T = 0.07) of the held-out test split against the
-  training images.
+* ``quick``: a 3-block, 64-wide ViT with 4 px patches on 1000 embedded 32 px crops of
+  scikit-image's 10 sample photos (label = the photo, used by the k-NN only; another 1000 crops are
+  held out), 2 global 32 px crops and 2 local 16 px crops, small heads (hidden 256, 64-d, 256
+  codes), 300 steps (~10 epochs) of batch 32 with the views made in one DataLoader worker: a few
+  minutes on 2 CPU cores. Schedules stated in epochs (teacher temperature, γ) are shortened to 5
+  epochs. Evaluation: k-NN (k = 20, T = 0.07) of the held-out crops against the training crops:
+  0.941 at initialisation, 0.956 after training with 1 head and with 4 (ENT). On the embedded
+  shapes (``dataset=shapes``, classes = colour × shape × fill) the same run lowers the k-NN
+  accuracy (0.27 → 0.25): the colour augmentations teach an invariance those labels contradict.
 * ``paper``: the retuned DINO* of App. B.1 for ViT-S/16 on ImageNet (``--data ROOT`` with
   ``train/`` and ``val/``), each value with its source below. Not in the engine: DINO's weight-decay
   schedule (0.04 → 0.4 cosine, App. B.1): the preset keeps 0.04 throughout (the engine has no
@@ -56,7 +59,7 @@ DINO_QUICK = DINOConfig(
     heads=1, scheme="ent", codes=256, head_hidden=256, head_dim=64, head_layers=3,
     gamma_epochs=5, warmup_teacher_temp_epochs=5,  # the paper's 30 epochs are more than this whole run
     num_local=2, global_size=32, local_size=16,
-    dataset="shapes", num_classes=10, samples_per_class=100, image_size=32,
+    dataset="photos", num_crops=1000, image_size=32,  # k-NN on the embedded shapes falls (module docstring)
     steps=300, batch_size=32, optimizer="adamw", lr=5e-4, weight_decay=0.04, schedule="cosine", warmup_steps=30,
     min_lr_ratio=0.01, clip_grad=3.0, log_every=50, eval_every=0, num_workers=1)
 

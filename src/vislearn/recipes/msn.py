@@ -11,8 +11,8 @@ scheme=...`` as for ``dino``; MSN's γ is smaller (``gamma`` 0.01 in ``log c`` u
 
 Presets:
 
-* ``quick``: the ``dino`` quick setting (a 4-block ViT with 4 px patches on the embedded 32 px
-  shapes, a few minutes on 2 CPU cores) with MSN*'s loss and masking;
+* ``quick``: the ``dino`` quick setting (a 3-block ViT with 4 px patches on embedded 32 px photo
+  crops, a few minutes on 2 CPU cores) with MSN*'s loss and masking;
 * ``paper``: MSN* ViT-S/16 on ImageNet (``--data ROOT``), each value with its table below. As for
   ``dino``, the weight decay stays at 0.04 (the paper's 0.04 → 0.4 schedule is not in the engine).
 """
