@@ -27,6 +27,8 @@ def test_rule_per_output_shape():
     assert torch.allclose(backbone_features(conv, x), conv(x).mean((2, 3)))
     lin = nn.Sequential(nn.Flatten(), nn.Linear(192, 7))
     assert torch.equal(backbone_features(lin, x), lin(x))
+    conv.embed = lambda t: t.amax((2, 3))  # a model's own embed wins over forward_features
+    assert torch.equal(backbone_features(conv, x), x.amax((2, 3)))
     with pytest.raises(UserError, match="shape"):
         backbone_features(nn.Flatten(0), x)
 

@@ -4,10 +4,12 @@ Ruan et al. (ICLR 2023, App. B.3) evaluate every encoder on *frozen* features: o
 augmentation, the ViT's [CLS] token. :func:`backbone_features` turns any registry model into one
 vector per image by the same rule for every family:
 
-* the model's ``forward_features(x)[-1]`` (its last stage; ``x`` in [0, 1], the model normalises);
-* a map ``(N, C, H, W)`` (convnets) is global-average pooled to ``(N, C)``;
-* a token sequence ``(N, T, D)`` (ViTs) gives its first token, the [CLS] token (the paper's feature);
-* a vector ``(N, D)`` is used as is.
+* a model with an ``embed(x)`` method gives its own representation ``(N, D)`` (vislearn's ViTs: the
+  final-norm [CLS] token, the paper's feature);
+* otherwise the model's ``forward_features(x)[-1]`` (its last stage; ``x`` in [0, 1], the model
+  normalises):
+  a map ``(N, C, H, W)`` (convnets) is global-average pooled to ``(N, C)``; a token sequence
+  ``(N, T, D)`` gives its first token (the [CLS] position); a vector ``(N, D)`` is used as is.
 
 A model without ``forward_features`` is called directly and must return ``(N, D)``. Heads, codebooks
 and classifiers are never used: what is scored is the backbone alone (the paper discards the
@@ -30,7 +32,9 @@ __all__ = ["backbone_features", "extract_features"]
 
 def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """One feature vector per image, ``(N, D)``, by the module docstring's rule (no grad handling here)."""
-    if hasattr(model, "forward_features"):
+    if callable(getattr(model, "embed", None)):
+        out = model.embed(images)
+    elif hasattr(model, "forward_features"):
         out = model.forward_features(images)
         out = out[-1] if isinstance(out, (list, tuple)) else out
     else:
