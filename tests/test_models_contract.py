@@ -66,6 +66,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "multilabel_net": {"width": 0.05, "num_classes": 7},
     "multilabel_net_small": {"num_classes": 7},
     "small_convnet": {"widths": (4, 8, 8, 16), "num_classes": 7},
+    # two narrow blocks: the structure (patch 4, [CLS], learned position embedding) is the family's own
+    "vit_tiny_p4": {"embed_dim": 24, "depth": 2, "num_heads": 3, "num_classes": 7},
+    "vit_small_p4": {"embed_dim": 24, "depth": 2, "num_heads": 6, "num_classes": 7},
+    "vit_small_p16": {"embed_dim": 24, "depth": 2, "num_heads": 6, "num_classes": 7},
     # the conv trunk only: the 120M-parameter classifier is checked against torchvision in test_models_vgg.py
     "vgg16": {"features_only": True},
     # LPIPS needs its learned linear layers: the lpips package ships them

@@ -19,7 +19,11 @@ are float32 in [0, 1] and models normalise inside (DESIGN.md).
 
 The transforms draw from torch's global generator (torchvision's v2 transforms take no generator);
 ``MultiCrop(...)(image, seed=s)`` reseeds it inside ``torch.random.fork_rng``, so a seed gives the
-same views and the caller's generator state is restored afterwards.
+same views and the caller's generator state is restored afterwards. :class:`MultiCropDataset`
+wraps a labelled dataset and seeds every sample's views from ``(seed, epoch, index)``: the views do
+not depend on the process, the worker or the batch split (so several DDP processes, or gradient
+accumulation, see exactly the crops one process with one large batch sees), and change from epoch
+to epoch through a shared :class:`EpochClock` that the training loop advances.
 
 MSN masking (Assran et al. 2022, Sec. 3): the anchor view's patch tokens are randomly dropped
 before the encoder; :func:`random_patch_mask` gives the boolean mask (``True`` = dropped) with
@@ -35,11 +39,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from vislearn.errors import UserError
 
-__all__ = ["MultiCrop", "byol_view_transform", "collate_views", "keep_patches", "random_patch_mask"]
+__all__ = ["EpochClock", "MultiCrop", "MultiCropDataset", "byol_view_transform", "collate_views", "keep_patches",
+           "random_patch_mask", "view_seed"]
 
 
 def _check_scale(name: str, scale: Sequence[float]) -> tuple[float, float]:
@@ -77,6 +83,7 @@ def byol_view_transform(size: int, scale: tuple[float, float], blur_p: float, so
         v2.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
         v2.RandomHorizontalFlip(0.5),
         v2.ToDtype(torch.float32, scale=True),
+        v2.Lambda(_clamp01),  # bicubic overshoot on float input: hue jitter turns values < 0 into NaN
         v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=color_jitter_p),
         v2.RandomGrayscale(grayscale_p),
         v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
@@ -138,6 +145,51 @@ class MultiCrop:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self._views(image)
+
+
+class EpochClock:
+    """The epoch whose views a :class:`MultiCropDataset` draws; the training loop sets ``epoch``.
+
+    A plain object, picklable for DataLoader workers (created per epoch, so they see its value then).
+    """
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = int(epoch)
+
+    def __repr__(self) -> str:
+        return f"EpochClock(epoch={self.epoch})"
+
+
+def view_seed(seed: int, epoch: int, index: int) -> int:
+    """The generator seed of sample ``index``'s views at ``epoch`` (distinct for distinct triples in range)."""
+    return ((int(seed) * 1_000_003 + int(epoch)) * 1_000_000_007 + int(index)) % (2 ** 63)
+
+
+class MultiCropDataset(Dataset):
+    """``(views, label)`` of every ``(image, label)`` of ``base``, views seeded by (seed, epoch, index).
+
+    Args:
+        base: a map-style dataset of ``(image, label)`` pairs (or bare images: label -1).
+        multicrop: the :class:`MultiCrop` that makes the views.
+        seed: the run's seed.
+        clock: the :class:`EpochClock` giving the epoch (default: a fresh one at epoch 0).
+
+    Batch with :func:`collate_views`.
+    """
+
+    def __init__(self, base: Dataset, multicrop: MultiCrop, seed: int = 0, clock: EpochClock | None = None) -> None:
+        if not isinstance(multicrop, MultiCrop):
+            raise UserError(f"multicrop must be a MultiCrop, got {type(multicrop).__name__}")
+        self.base, self.multicrop, self.seed = base, multicrop, int(seed)
+        self.clock = clock if clock is not None else EpochClock()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[list[torch.Tensor], int]:
+        item = self.base[i]
+        image, label = item if isinstance(item, tuple) else (item, -1)
+        return self.multicrop(image, seed=view_seed(self.seed, self.clock.epoch, i)), int(label)
 
 
 def collate_views(batch: Sequence[Any]) -> Any:
