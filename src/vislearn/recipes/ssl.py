@@ -70,13 +70,14 @@ IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 train split, for the paper pres
 
 @dataclass
 class SSLConfig(TrainConfig):
-    """Settings shared by ``dino`` and ``msn`` (ViT sizes 0 keep the registered model's)."""
+    """Settings shared by ``dino`` and ``msn``."""
 
     backbone: str = "vit_tiny_p4"  # any registered model with forward_features (vit_*, small_convnet, ...)
+    # ViT backbones only (ignored for a convnet): sizes (0 keeps the registered model's) and stochastic depth
     vit_dim: int = 0
     vit_depth: int = 0
     vit_heads: int = 0
-    drop_path: float = 0.0  # ViT stochastic depth (paper: 0.1)
+    drop_path: float = 0.0  # paper: 0.1
     heads: int = 1  # (projection head, codebook) pairs
     scheme: str = "ent"  # unif | prob | ent | ent_st
     gamma: float = 0.05  # final γ of ent/ent_st, in log c units
@@ -140,17 +141,15 @@ def ensemble_of(cfg: SSLConfig) -> WeightedEnsembleLoss:
 
 def ssl_backbone(cfg: SSLConfig) -> nn.Module:
     """The registered backbone with its classifier removed (the representation feeds the heads)."""
-    from vislearn.models import create_model
+    from vislearn.models import create_model, get_entry
     from vislearn.models.vit import ViT
 
-    vit_sizes = {"embed_dim": cfg.vit_dim, "depth": cfg.vit_depth, "num_heads": cfg.vit_heads}
+    get_entry(cfg.backbone)  # an unknown name: the registry's error with the closest names
     if cfg.backbone.startswith("vit"):
-        kwargs: dict[str, Any] = {k: v for k, v in vit_sizes.items() if v}
-        kwargs.update(num_classes=0, drop_path_rate=cfg.drop_path)
-        model = create_model(cfg.backbone, **kwargs)
-    else:
-        if any(vit_sizes.values()) or cfg.drop_path:
-            raise UserError(f"vit_dim/vit_depth/vit_heads/drop_path apply to ViT backbones, not {cfg.backbone!r}")
+        sizes = {"embed_dim": cfg.vit_dim, "depth": cfg.vit_depth, "num_heads": cfg.vit_heads}
+        kwargs: dict[str, Any] = {k: v for k, v in sizes.items() if v}
+        model = create_model(cfg.backbone, num_classes=0, drop_path_rate=cfg.drop_path, **kwargs)
+    else:  # the ViT-only settings (vit_*, drop_path) do not apply
         model = create_model(cfg.backbone)
         for name in _HEAD_NAMES:  # unused by the representation: no gradient, and not part of the export
             if isinstance(getattr(model, name, None), nn.Module):
