@@ -70,7 +70,7 @@ SMALL_SCALE = {
     "head_hidden": 256, "head_dim": 64, "head_layers": 3,
     "batch_size": 32, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.04, "schedule": "cosine",
     "warmup_steps": 6, "clip_grad": 3.0, "gamma_epochs": 2, "warmup_teacher_temp_epochs": 2,
-    "log_every": 0, "eval_every": 0,
+    "log_every": 0, "eval_every": 0, "num_workers": 0,  # views in the main process (as in the scale-1 run)
 }
 # Prototype runs of the one-head baseline (seed 0, k-NN on the EVAL classes, teacher / student backbone;
 # random init 0.435), the only tuning done, before the criterion was fixed; see the module docstring.
