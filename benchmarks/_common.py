@@ -31,17 +31,21 @@ def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5, min_time:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, rounds: int = 5) -> dict[str, float]:
-    """Median seconds per call for each function, timed in alternation so machine noise hits all alike."""
+def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, rounds: int = 5,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per call for each function, timed in alternation so machine noise hits all alike.
+
+    ``clock=time.process_time`` measures this process's CPU seconds instead of wall time (with one
+    torch thread, the compute cost regardless of other load on a shared machine)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
