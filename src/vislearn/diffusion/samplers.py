@@ -50,7 +50,8 @@ import torch
 from vislearn.diffusion.schedules import CosineSchedule
 from vislearn.errors import UserError
 
-__all__ = ["SAMPLERS", "Denoiser", "ddim", "ddim_step", "ddpm", "get_sampler", "heun", "sample", "time_grid"]
+__all__ = ["SAMPLERS", "Denoiser", "check_steps", "ddim", "ddim_step", "ddpm", "get_sampler", "heun", "sample",
+           "time_grid"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 """``denoise(x_t, t, cond) -> x0_hat``: an x-prediction model; ``t`` has shape ``(batch,)``."""
@@ -60,7 +61,7 @@ _DEFAULT = CosineSchedule()
 
 def time_grid(steps: int) -> list[float]:
     """``[1, 1 − 1/S, …, 1/S, 0]`` for ``S = steps`` (uniform in ``t``; our choice, see the module docstring)."""
-    _check_steps(steps)
+    check_steps(steps)
     steps = int(steps)
     return [1.0 - i / steps for i in range(steps)] + [0.0]
 
@@ -175,7 +176,8 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     return SAMPLERS[name]
 
 
-def _check_steps(steps: int) -> None:
+def check_steps(steps: int) -> None:
+    """``UserError`` unless ``steps`` is an int >= 1."""
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
         raise UserError(f"steps must be an int >= 1, got {steps!r}")
 

@@ -36,6 +36,16 @@ Our choices where the paper is silent or unavailable (each an option of :class:`
 * **Decoding**: ``decode`` samples with DDIM (η = 0) in 8 steps by default, clamps the result to
   [0, 1], and runs without gradients; train through :meth:`SWYCC.denoise` instead.
 
+The baselines of the paper's comparison use the same family (:mod:`vislearn.recipes.swycc`):
+
+* ``refine=False``: no D_refine; ``decode`` is D_initial (deterministic; ``steps``/``sampler`` are
+  validated and ignored). The MSE and GAN autoencoders are E + D_initial of the same widths and
+  latent size.
+* ``posterior="gaussian"`` (SD-VAE style, for the GAN arm's KL term): E's last 1×1 convolution
+  predicts ``2 × latent_channels`` maps, a mean and a log-variance (clamped to [−30, 20] as SD
+  does); :meth:`SWYCC.posterior` returns both, ``encode`` returns the mean (the posterior's mode).
+  SWYCC itself keeps the deterministic latent (``"deterministic"``, the default).
+
 ``forward(x)`` is the encoder (``z``), and ``forward_features`` returns the encoder's levels with
 ``feature_info``: the model fits the backbone contract of :class:`VisionModel` as an encoder. It
 has no classifier (``num_classes`` is not an option) and no BatchNorm.
@@ -56,7 +66,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vislearn.diffusion.samplers import get_sampler, sample
+from vislearn.diffusion.samplers import check_steps, get_sampler, sample
 from vislearn.errors import UserError
 from vislearn.models.base import FeatureInfo, VisionModel
 from vislearn.models.registry import register_model
@@ -66,6 +76,8 @@ __all__ = ["SWYCC", "SWYCCDecoderInitial", "SWYCCEncoder"]
 SWYCC_MEAN = (0.5, 0.5, 0.5)  # [0, 1] → [−1, 1]
 SWYCC_STD = (0.5, 0.5, 0.5)
 TIMESTEP_SCALE = 1000.0  # D_refine sees 1000 t (diffusers' timestep range)
+POSTERIORS = ("deterministic", "gaussian")
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # SD's DiagonalGaussianDistribution clamp
 
 
 def _res_block(in_chans: int, out_chans: int, groups: int) -> nn.Module:
@@ -158,6 +170,8 @@ class SWYCC(VisionModel):
         refine_attention: self-attention in the U-Net's mid block.
         norm_groups: GroupNorm groups everywhere (every width must divide by it).
         normalization: ``(mean, std)`` mapping [0, 1] images to the networks' scale (default → [−1, 1]).
+        refine: build D_refine (``False``: an E + D_initial autoencoder, the baselines).
+        posterior: ``"deterministic"`` (``z = E(x)``) or ``"gaussian"`` (E predicts mean and log-variance).
     """
 
     in_chans = 3
@@ -166,8 +180,13 @@ class SWYCC(VisionModel):
                  channel_mult: Sequence[int] | None = None, layers_per_block: int = 1, refine_width: int = 32,
                  refine_channel_mult: Sequence[int] = (1, 2, 2), refine_layers_per_block: int = 1,
                  refine_attention: bool = True, norm_groups: int = 8,
-                 normalization=(SWYCC_MEAN, SWYCC_STD)) -> None:
+                 normalization=(SWYCC_MEAN, SWYCC_STD), refine: bool = True,
+                 posterior: str = "deterministic") -> None:
         super().__init__(normalization=normalization)
+        if posterior not in POSTERIORS:
+            raise UserError(f"posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
+        if not isinstance(refine, bool):
+            raise UserError(f"refine must be true or false, got {refine!r}")
         _positive_int("latent_channels", latent_channels)
         if downsample not in (8, 16):
             raise UserError(f"downsample must be 8 or 16, got {downsample!r}")
@@ -191,11 +210,15 @@ class SWYCC(VisionModel):
         self.latent_channels = latent_channels
         self.downsample = downsample
         self.min_input_size = downsample
-        self.encoder = SWYCCEncoder(widths, latent_channels, layers_per_block, norm_groups)
+        self.posterior_kind = posterior
+        moments = 2 if posterior == "gaussian" else 1
+        self.encoder = SWYCCEncoder(widths, moments * latent_channels, layers_per_block, norm_groups)
         self.decoder_initial = SWYCCDecoderInitial(widths, latent_channels, layers_per_block, norm_groups)
-        self.decoder_refine = _refine_unet(refine_widths, refine_layers_per_block, norm_groups, refine_attention)
+        self.decoder_refine = (_refine_unet(refine_widths, refine_layers_per_block, norm_groups, refine_attention)
+                               if refine else None)
         self.feature_info = [FeatureInfo(f"level{i}", w, 2**i) for i, w in enumerate(widths)]
-        self.feature_info.append(FeatureInfo("latent", latent_channels, downsample))
+        self.feature_info.append(FeatureInfo("latent" if moments == 1 else "moments", moments * latent_channels,
+                                             downsample))
 
     @property
     def stages(self) -> nn.ModuleList:
@@ -223,9 +246,28 @@ class SWYCC(VisionModel):
             raise UserError("SWYCC: the latent contains NaN or inf")
 
     # -- the three networks in the network scale (what the loss trains) ----------------------------
+    @property
+    def has_refine(self) -> bool:
+        """Whether the model has a diffusion decoder D_refine (``False`` for the baselines)."""
+        return self.decoder_refine is not None
+
+    @property
+    def last_decoder_layer(self) -> nn.Conv2d:
+        """D_initial's output convolution (where the GAN arm's adaptive weight compares gradients)."""
+        return self.decoder_initial.layers[-1]
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, logvar)`` of the latent for [0, 1] images (``posterior="gaussian"`` only)."""
+        if self.posterior_kind != "gaussian":
+            raise UserError("SWYCC: this model has a deterministic latent (posterior='deterministic'); "
+                            "build it with posterior='gaussian' for a mean and log-variance")
+        mean, logvar = self.encoder(self.prepare_input(x)).chunk(2, dim=1)
+        return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images → latent ``z`` (the encoder; the backbone contract's ``forward``)."""
-        return self.encoder(self.prepare_input(x))
+        """[0, 1] images → latent ``z`` (the encoder; the posterior mean when it is Gaussian)."""
+        z = self.encoder(self.prepare_input(x))
+        return z[:, :self.latent_channels] if self.posterior_kind == "gaussian" else z
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (H, W divisible by ``downsample``) → ``z``, N×latent_channels×H/ds×W/ds."""
@@ -241,6 +283,8 @@ class SWYCC(VisionModel):
 
         The x-prediction ``denoise(x_t, t, cond)`` callable of :mod:`vislearn.diffusion.samplers`.
         """
+        if self.decoder_refine is None:
+            raise UserError("SWYCC: this autoencoder has no diffusion decoder (refine=False)")
         t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).reshape(-1).expand(x_t.shape[0])
         return self.decoder_refine(torch.cat([x_t, cond], 1), TIMESTEP_SCALE * t).sample
 
@@ -264,7 +308,10 @@ class SWYCC(VisionModel):
         ``eta`` only for DDIM. Returns [0, 1] images N×3×(h·ds)×(w·ds). No gradients.
         """
         get_sampler(sampler)  # an unknown name fails before any work
+        check_steps(steps)
         cond = self.initial(z)
+        if self.decoder_refine is None:  # a baseline autoencoder: D_initial is the decoder
+            return self.to_images(cond)
         kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" or eta else {}
         x0 = sample(sampler, self.denoise, tuple(cond.shape), cond, steps=steps, generator=generator,
                     device=cond.device, dtype=cond.dtype, **kwargs)
