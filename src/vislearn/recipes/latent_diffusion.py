@@ -22,9 +22,9 @@ serves all three), and:
    reconstructions of the held-out images (``recon_fd``, ``recon_mmd``): the floor a perfect latent
    model would reach through that decoder.
 
-Data (``dataset``): ``photos_shapes`` (default) is half 32×32 crops of the embedded photos, half embedded
-shapes at 32 px, the ``swycc`` recipe's quick data; ``photos`` or ``shapes`` alone; or an image folder
-(``--data``).
+Data: the ``swycc`` recipe's datasets for the same ``dataset``, ``image_size``, ``num_train`` and
+``num_eval`` (:func:`vislearn.recipes.swycc.swycc_datasets`): by default ``photos_shapes``, half 32×32
+crops of the embedded photos and half embedded shapes; ``imagenet`` with ``--data ROOT``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ __all__ = ["LatentDiffusionConfig", "LatentDiffusionModule", "LatentDiffusionRec
 @dataclass
 class LatentDiffusionConfig(TrainConfig):
     autoencoder: str = ""  # a swycc-recipe weights file (objective swycc, mse or gan); required
-    dataset: str = "photos_shapes"  # photos_shapes | photos | shapes (embedded) or a folder via --data
+    dataset: str = "photos_shapes"  # photos_shapes (embedded) | imagenet (--data ROOT): the swycc recipe's data
     image_size: int = 32
     num_train: int = 1024
     num_eval: int = 256
@@ -82,30 +82,15 @@ def _paper() -> LatentDiffusionConfig:
                                  log_every=100, eval_every=10_000, ckpt_every=10_000)
 
 
-def autoencoder_images(dataset: str, split: str, num: int, size: int, data: str | None = None) -> torch.Tensor:
-    """``num`` images (N×3×size×size in [0, 1]) for an autoencoder study; ``split`` train/test are disjoint draws."""
-    from vislearn.data import embedded
+def autoencoder_images(cfg: LatentDiffusionConfig, data: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, eval)`` image tensors (N×3×S×S in [0, 1]): the ``swycc`` recipe's datasets for the same settings."""
+    from vislearn.recipes.swycc import swycc_datasets
 
-    if num < 1:
-        raise UserError(f"need at least one image, got num={num}")
-    seed = {"train": 0, "test": 1}[split]
-    if data is not None:
-        from vislearn.data.formats import image_folder_splits
+    def stack(ds) -> torch.Tensor:
+        return torch.stack([ds[i][0] for i in range(len(ds))]).float()
 
-        train, test = image_folder_splits(data, image_size=size)
-        ds = train if split == "train" else test
-        return torch.stack([ds[i][0] for i in range(min(num, len(ds)))])
-    if dataset not in ("photos_shapes", "photos", "shapes"):
-        raise UserError(f"dataset must be photos_shapes, photos or shapes (or pass --data), got {dataset!r}")
-    n_photo = {"photos_shapes": num // 2, "photos": num, "shapes": 0}[dataset]
-    parts = []
-    if n_photo:
-        parts.append(embedded.photo_crops(n_photo, crop_size=size, seed=seed).images)
-    if num - n_photo:
-        per_class = -(-(num - n_photo) // 10)
-        shapes = embedded.shapes_classification(split, num_classes=10, samples_per_class=per_class, image_size=size)
-        parts.append(shapes.images[:num - n_photo])
-    return torch.cat(parts)
+    train, test = swycc_datasets(cfg, data)
+    return stack(train), stack(test)
 
 
 @torch.no_grad()
@@ -186,8 +171,7 @@ class LatentDiffusionRecipe(Recipe):
         ae = _load_autoencoder(cfg.autoencoder)
         if cfg.image_size % ae.downsample:
             raise UserError(f"image_size {cfg.image_size} must divide by the autoencoder's downsample {ae.downsample}")
-        train_images = autoencoder_images(cfg.dataset, "train", cfg.num_train, cfg.image_size, data)
-        eval_images = autoencoder_images(cfg.dataset, "test", cfg.num_eval, cfg.image_size, data)
+        train_images, eval_images = autoencoder_images(cfg, data)
         z = encode_all(ae, train_images)
         side = z.shape[-1]
         ldm = create_model("latent_diffusion", latent_channels=z.shape[1], latent_size=side, width=cfg.width,
