@@ -41,7 +41,7 @@ from vislearn.recipes import Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 
 __all__ = ["LatentDiffusionConfig", "LatentDiffusionModule", "LatentDiffusionRecipe", "autoencoder_images",
-           "encode_all", "sample_images"]
+           "distribution_distances", "encode_all", "sample_images"]
 
 
 @dataclass
@@ -148,12 +148,14 @@ def _load_autoencoder(path: str) -> nn.Module:
     return ae
 
 
-def _distances(fx, real_feats: torch.Tensor, images: torch.Tensor) -> tuple[float, float]:
+def distribution_distances(fx, real_feats: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
+    """``{"fd", "mmd"}`` of ``images`` to the real features: Fréchet distance, and CMMD's MMD (σ 10, × 1000) on
+    L2-normalised features (CMMD normalises its CLIP embeddings; we do the same for any network)."""
     from vislearn.metrics.generative import frechet_distance, mmd
 
     feats = fx(images)
-    return (float(frechet_distance(feats, real_feats)),
-            float(mmd(F.normalize(feats.double(), dim=1), F.normalize(real_feats.double(), dim=1))))
+    return {"fd": float(frechet_distance(feats, real_feats)),
+            "mmd": float(mmd(F.normalize(feats.double(), dim=1), F.normalize(real_feats.double(), dim=1)))}
 
 
 @register_recipe("latent_diffusion")
@@ -182,14 +184,14 @@ class LatentDiffusionRecipe(Recipe):
         fx = feature_extractor(cfg.feature_network)
         real_feats = fx(eval_images)
         recon = sample_images_from_latents(ae, encode_all(ae, eval_images), cfg.decode_steps, cfg.seed)
-        recon_fd, recon_mmd = _distances(fx, real_feats, recon)
+        floor = distribution_distances(fx, real_feats, recon)
 
         def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
             g = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed + 1000)
             images = sample_images(model, ae, cfg.eval_samples, cfg.sampler, cfg.sample_steps, cfg.decode_steps,
                                    g, side)
-            fd, mm = _distances(fx, real_feats, images)
-            return {"fd": fd, "mmd": mm, "recon_fd": recon_fd, "recon_mmd": recon_mmd,
+            return {**distribution_distances(fx, real_feats, images), "recon_fd": floor["fd"],
+                    "recon_mmd": floor["mmd"],
                     "scaling_factor": float(model.scaling_factor)}
 
         module = LatentDiffusionModule(ldm, cfg.weighting, cfg.max_weight)
