@@ -41,6 +41,7 @@ import math
 import os
 import statistics
 import tempfile
+import time
 from typing import Any
 
 import torch
@@ -55,8 +56,8 @@ SMALL_SCALE: dict[str, Any] = {
     "lambda_perceptual": 0.0, "disc_ndf": 16, "disc_layers": 2, "eval_steps": 4, "log_every": 0,
     "precision": "fp32", "channels_last": False,
 }
-AE_STEPS = 200
-LDM_STEPS = 300
+AE_STEPS = 150
+LDM_STEPS = 200
 LDM_SCALE: dict[str, Any] = {"width": 32, "channel_mult": (1, 2), "batch_size": 64, "lr": 2e-3, "num_train": 512,
                              "num_eval": 64, "eval_samples": 64, "sample_steps": 16, "decode_steps": 4,
                              "scale_sample": 512, "log_every": 0, "ema_decay": 0.99}
@@ -174,6 +175,9 @@ def run(ctx: ReproContext) -> Outcome:
     from vislearn.metrics.generative import psnr
     from vislearn.recipes.swycc import swycc_quick
 
+    t0 = time.perf_counter()
+    log = ctx.log
+    ctx = dataclasses.replace(ctx, log=lambda msg: log(f"[{time.perf_counter() - t0:6.1f}s]{msg}"))
     ae_steps, ldm_steps = ctx.steps(AE_STEPS, minimum=3), ctx.steps(LDM_STEPS, minimum=3)
     cfg = dataclasses.replace(swycc_quick(), **{k: SMALL_SCALE[k] for k in ("image_size", "num_train", "num_eval")})
     images, train_images = _images(cfg), _train_images(cfg)
