@@ -109,3 +109,36 @@ def test_weights_round_trip(model, tmp_path):
     assert torch.equal(twin.decode_initial(z), model.decode_initial(z))
     with pytest.raises(UserError, match="does not fit SWYCC"):
         create_model("swycc", latent_channels=4, weights=str(path), **TINY)
+
+
+def test_baseline_autoencoder_without_refine():
+    torch.manual_seed(0)
+    m = create_model("swycc", latent_channels=3, refine=False, **TINY).eval()
+    assert not m.has_refine and not any(k.startswith("decoder_refine") for k in m.state_dict())
+    z = m.encode(images())
+    assert torch.equal(m.decode(z, steps=3), m.decode_initial(z))  # D_initial is the decoder
+    assert torch.equal(m.reconstruct(images()), m.decode_initial(z))
+    assert m.last_decoder_layer is m.decoder_initial.layers[-1] and m.last_decoder_layer.out_channels == 3
+    with pytest.raises(UserError, match="steps must be an int >= 1, got 0"):
+        m.decode(z, steps=0)
+    with pytest.raises(UserError, match="no diffusion decoder"):
+        m.denoise(torch.zeros(1, 3, 32, 32), torch.ones(1), torch.zeros(1, 3, 32, 32))
+    with pytest.raises(UserError, match="refine must be true or false"):
+        create_model("swycc", refine="no", **TINY)
+
+
+def test_gaussian_posterior():
+    torch.manual_seed(0)
+    m = create_model("swycc", latent_channels=3, refine=False, posterior="gaussian", **TINY).eval()
+    x = images()
+    mean, logvar = m.posterior(x)
+    moments = m.encoder(m.prepare_input(x))
+    assert moments.shape == (2, 6, 4, 4) and m.feature_info[-1].channels == 6
+    torch.testing.assert_close(mean, moments[:, :3])
+    torch.testing.assert_close(logvar, moments[:, 3:].clamp(-30, 20))
+    torch.testing.assert_close(m.encode(x), mean)  # the posterior's mode
+    assert m.decode_initial(mean).shape == x.shape
+    with pytest.raises(UserError, match="deterministic latent"):
+        create_model("swycc", latent_channels=3, **TINY).posterior(x)
+    with pytest.raises(UserError, match="posterior must be one of deterministic, gaussian, got 'vq'"):
+        create_model("swycc", posterior="vq", **TINY)

@@ -43,6 +43,14 @@ def test_each_objective_trains(objective):
     assert all(math.isfinite(v) for v in result.final_metrics.values())
 
 
+def test_gan_arm_with_accumulation_and_bf16():
+    """The adaptive weight's autograd.grad inside the engine's forward under autocast and 2 micro-batches."""
+    result = run("swycc", "quick", {**TINY, "objective": "gan", "grad_accum_steps": 2, "precision": "bf16",
+                                    "disc_start": 0, "steps": 2}, progress=False)
+    train = [r for r in result.history if r["split"] == "train"]
+    assert all(math.isfinite(r["loss"]) and r["d_loss"] > 0 and r["adaptive_weight"] > 0 for r in train)
+
+
 def test_arms_share_the_family_and_latent_size():
     x = torch.rand(2, 3, 32, 32)
     shapes = {}
