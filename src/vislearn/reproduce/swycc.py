@@ -125,7 +125,12 @@ def _variance_in_high_frequencies(model, images: torch.Tensor, seed: int) -> dic
     centred = images - images.mean((2, 3), keepdim=True)
     frac_img = float(high_frequency_energy(centred, HALF_NYQUIST).sum() / centred.double().square().sum())
     std_map = samples.std(0).mean(1)  # N×H×W per-pixel standard deviation over samples (channel mean)
+    # reference, not a criterion: white noise (independent pixels) has this fraction of its energy in the band
+    white = torch.ones(1, 1, *images.shape[-2:])
+    frac_white = float(high_frequency_energy(torch.fft.ifft2(white, norm="ortho").real, HALF_NYQUIST).sum()
+                       / white.sum())
     return {"hf_fraction_of_variance": frac_var, "hf_fraction_of_image": frac_img,
+            "hf_fraction_of_white_noise": frac_white,
             "mean_pixel_std": float(std_map.mean()), "std_maps": std_map[:4], "examples": images[:4],
             "samples": samples[:2, :4]}
 
