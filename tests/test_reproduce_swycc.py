@@ -46,7 +46,7 @@ def test_runs_end_to_end_tiny(tmp_path, monkeypatch):
         assert len(n["arms_per_seed"][arm]) == 1
         assert set(n["arms_per_seed"][arm][0]) >= {"psnr", "hf_ratio", "fd", "mmd"}
     assert len(n["ldm_per_seed"]["swycc"]) == 1 and "prior_fd" in n["ldm_per_seed"]["gan"][0]
-    assert [len(v) for v in n["grid"].values()] == [2, 1]
+    assert {k: len(v) for k, v in n["grid"].items()} == {"swycc": 2, "gan": 1}
     assert n["grid"]["swycc"][0] == {"lambda_mse": 1.0, **n["arms_per_seed"]["swycc"][0]}  # the default reuses seed 0
     d = n["variance_per_seed"][0]
     assert 0 <= d["hf_fraction_of_variance"] <= 1 and 0 <= d["hf_fraction_of_image"] <= 1
