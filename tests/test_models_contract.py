@@ -40,7 +40,11 @@ NAMES = list_models()
 # own, so only forward/backward apply. Their values are checked against lpips in test_metrics_perceptual.py.
 PAIR_METRICS: dict[str, str] = {n: "a pair-input perceptual distance on the vgg16 trunk"
                                 for n in ("semantic_vgg16", "lpips_vgg")}
-IMAGE_MODELS = [n for n in NAMES if n not in PAIR_METRICS]
+# Models whose input is an autoencoder's latent, not an image: forward(x_t, t) denoises a noisy latent. They
+# have no image normalisation and no feature maps; test_latent_models below checks what applies to them.
+LATENT_MODELS: dict[str, str] = {"latent_diffusion": "denoises autoencoder latents (forward(x_t, t)); "
+                                                     "tested in test_latent_models and test_models_latent_diffusion.py"}
+IMAGE_MODELS = [n for n in NAMES if n not in PAIR_METRICS and n not in LATENT_MODELS]
 
 # The families that exist when this file was written: the list can grow, never silently shrink.
 KNOWN_FAMILIES = {"bn_inception", "embedding_net", "inception_resnet_v1", "inception_resnet_v2",
@@ -52,6 +56,7 @@ _TINY_V4 = {"width": 0.05, "depths": (1, 1, 1)}
 # types) is the family's own. A name absent here is built with its defaults.
 SMALL: dict[str, dict[str, Any]] = {
     "bn_inception": {"num_classes": 7},
+    "latent_diffusion": {"width": 16, "latent_size": 4},
     "embedding_net": {"backbone": "small_convnet", "embedding_dim": 8,
                       "backbone_kwargs": {"widths": (4, 8, 8, 16)}},
     "inception_resnet_v1": {**_TINY_V4, "num_classes": 7},
@@ -166,13 +171,14 @@ def test_registry_is_complete():
     assert NAMES, "list_models() is empty: the contract would check nothing"
     missing = KNOWN_FAMILIES - set(NAMES)
     assert not missing, f"registered families disappeared: {sorted(missing)}"
-    for table in (SMALL, INPUT_SIDE, NO_FEATURES, FLAT_FEATURES, FIXED_GRID, NOT_IN_FORWARD, PAIR_METRICS):
+    for table in (SMALL, INPUT_SIDE, NO_FEATURES, FLAT_FEATURES, FIXED_GRID, NOT_IN_FORWARD, PAIR_METRICS,
+                  LATENT_MODELS):
         stale = set(table) - set(NAMES)
         assert not stale, f"exemption/option tables name unregistered models: {sorted(stale)}"
     assert VALID_PADDING <= set(NAMES)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS + sorted(PAIR_METRICS))
 def test_forward_shape_and_finite(name):
     model, x = _build(name)
     with torch.no_grad():
@@ -190,7 +196,7 @@ def test_forward_shape_and_finite(name):
         assert torch.isfinite(t).all()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS + sorted(PAIR_METRICS))
 def test_backward_reaches_every_parameter(name):
     model, x = _build(name)
     model.train()
@@ -330,3 +336,28 @@ def test_pair_metrics_are_not_image_models(name):
 
     model, _ = _build(name)
     assert not isinstance(model, VisionModel) and not hasattr(model, "feature_info")
+
+
+@pytest.mark.parametrize("name", sorted(LATENT_MODELS))
+def test_latent_models(name, tmp_path):
+    """A latent model: forward(x_t, t) keeps the latent's shape, every parameter gets a gradient, and a
+    safetensors round trip rebuilds it with its buffers (the latent scaling factor) bit for bit."""
+    from vislearn.models.base import VisionModel
+
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL.get(name, {}))
+    assert not isinstance(model, VisionModel) and not hasattr(model, "feature_info")
+    side = model.latent_size
+    x = torch.randn(BATCH, model.latent_channels, side, side, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.3, 0.9])
+    out = model(x, t)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(2))).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.scaling_factor.fill_(0.37)
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(model, path)
+    loaded = create_model_from_weights(path).eval()
+    assert loaded.model_name == name and float(loaded.scaling_factor) == pytest.approx(0.37)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t), model.eval()(x, t))

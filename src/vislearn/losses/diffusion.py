@@ -50,7 +50,8 @@ import torch.nn as nn
 from vislearn.diffusion.schedules import CosineSchedule
 from vislearn.errors import UserError
 
-__all__ = ["SWYCCLoss", "SWYCCLossTerms", "WEIGHTINGS", "swycc_loss", "time_weight", "x_prediction_loss"]
+__all__ = ["SWYCCLoss", "SWYCCLossTerms", "WEIGHTINGS", "denoising_loss", "swycc_loss", "time_weight",
+           "x_prediction_loss"]
 
 WEIGHTINGS = ("x", "eps", "v")
 _DEFAULT = CosineSchedule()
@@ -103,6 +104,23 @@ def x_prediction_loss(x0: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, w
     return losses
 
 
+def denoising_loss(denoise: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor], x: torch.Tensor,
+                   cond: Any = None, weighting: str = "x", max_weight: float | None = None,
+                   schedule: CosineSchedule = _DEFAULT, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``E_{t ~ U[0,1], ε} w_t ‖x − denoise(α_t x + σ_t ε, t, cond)‖²`` for one draw of ``t`` and ``ε`` per sample.
+
+    The diffusion term of :func:`swycc_loss` and the latent diffusion model's training loss
+    (:mod:`vislearn.recipes.latent_diffusion`): ``denoise`` is any x-prediction callable of
+    :mod:`vislearn.diffusion.samplers`. ``generator`` draws ``t`` and then ``ε``.
+    """
+    n = x.shape[0]
+    t = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype)
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    alpha, sigma = schedule.alpha_sigma(t)
+    x_t = alpha.view(-1, *[1] * (x.dim() - 1)) * x + sigma.view(-1, *[1] * (x.dim() - 1)) * eps
+    return x_prediction_loss(x, denoise(x_t, t, cond), t, weighting, schedule, max_weight)
+
+
 def swycc_loss(model: Any, images: torch.Tensor, weighting: str = "x", max_weight: float | None = None,
                lambda_diffusion: float = 1.0, lambda_mse: float = 1.0, lambda_perceptual: float = 0.0,
                perceptual: Perceptual | None = None, schedule: CosineSchedule = _DEFAULT,
@@ -115,12 +133,7 @@ def swycc_loss(model: Any, images: torch.Tensor, weighting: str = "x", max_weigh
     """
     x = model.prepare_input(images)
     x_init = model.initial(model.encode(images))
-    n = x.shape[0]
-    t = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype)
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    alpha, sigma = schedule.alpha_sigma(t)
-    x_t = alpha.view(-1, *[1] * (x.dim() - 1)) * x + sigma.view(-1, *[1] * (x.dim() - 1)) * eps
-    diffusion = x_prediction_loss(x, model.denoise(x_t, t, x_init), t, weighting, schedule, max_weight)
+    diffusion = denoising_loss(model.denoise, x, x_init, weighting, max_weight, schedule, generator)
     mse = (x - x_init).square().mean()
     if perceptual is not None and lambda_perceptual > 0:
         perc = perceptual(model.to_images(x_init), images)
