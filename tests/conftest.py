@@ -18,6 +18,16 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _thread_count_restored():
+    """A test (or a library call in it) that changes torch's thread count does not leak it into later
+    tests: forked children of a multi-threaded parent can deadlock in OpenMP."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from vislearn.train import Trainer
 from vislearn.train.checkpoint import latest_checkpoint
@@ -25,6 +26,7 @@ def _in_child_with_sigint_ignored(fn) -> int:
     """Run ``fn()`` in a forked child whose SIGINT is ignored, as a background shell starts a job; its exit code."""
     pid = os.fork()
     if pid == 0:
+        torch.set_num_threads(1)  # the child never enters an OpenMP team the parent may have left locked
         code = 1
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)

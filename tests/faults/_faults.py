@@ -45,6 +45,7 @@ def run_until_killed(name: str, over: dict, out: Path, kill_at: int, resume: boo
     """Train recipe ``name`` into ``out`` in a forked child that SIGKILLs itself after step ``kill_at``."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
+        torch.set_num_threads(1)  # it never enters an OpenMP team the parent may have left locked
         code = 3
         try:
             def bomb(trainer, step):

@@ -74,7 +74,6 @@ def run(ctx: ReproContext) -> Outcome:
         split_by_group,
     )
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     weights = backbone_weights_path(ctx.weights)
     real = weights is not None
     ctx.log(f"  backbone: {'VGG-16 weights ' + weights if real else 'RANDOM VGG-16 (set $VISLEARN_VGG16_WEIGHTS)'}")
