@@ -140,12 +140,21 @@ READS_IMAGEFOLDER = {"classify": "folder", "inception_v3": "imagenet", "inceptio
                      "inception_resnet_v1": "imagenet", "inception_resnet_v2": "imagenet"}
 REFUSES = {"multibox": "recipe 'multibox' reads", "multilabel": "recipe 'multilabel' reads",
            "proxy_nca": "recipe 'proxy_nca' reads", "perceptual": "not a TID2013",
-           "batchnorm": "use model=bn_inception for image data"}  # quick: the Sec. 4.1 digits MLP
+           "batchnorm": "use model=bn_inception for image data",  # quick: the Sec. 4.1 digits MLP
+           "latent_diffusion": "needs --set autoencoder"}  # it reads the folder once an autoencoder is named
+# recipes that read the folder into their own dataset types (multi-crop views, crops): the dataset setting
+# they switch to, and the number of training images they must hold (the folder's 24)
+READS_IMAGEFOLDER_OWN_TYPES = {"dino": "folder", "msn": "folder", "swycc": "imagenet"}
 
 
 @pytest.mark.parametrize("name", recipes.list_recipes())
 def test_data_is_always_used_or_refused(name, image_folder):
-    assert name in READS_IMAGEFOLDER or name in REFUSES, f"say what {name} does with --data"
+    assert name in READS_IMAGEFOLDER or name in REFUSES or name in READS_IMAGEFOLDER_OWN_TYPES, \
+        f"say what {name} does with --data"
+    if name in READS_IMAGEFOLDER_OWN_TYPES:
+        cfg, task = recipes.build(name, "quick", None, data=str(image_folder))
+        assert cfg.dataset == READS_IMAGEFOLDER_OWN_TYPES[name] and len(task.train_set) == 24  # the folder's
+        return
     if name in REFUSES:
         with pytest.raises(UserError, match=REFUSES[name]):
             recipes.build(name, "quick", None, data=str(image_folder))

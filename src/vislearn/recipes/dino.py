@@ -94,6 +94,7 @@ class DINORecipe(Recipe):
 
     description = "DINO* self-supervised ViT with a weighted ensemble of heads (Ruan et al. 2023)"
     Config = DINOConfig
+    data_formats = {"imagefolder": "folder"}
     presets = {"quick": DINO_QUICK, "paper": DINO_PAPER}
 
     def build(self, cfg: DINOConfig, data: str | None = None) -> Task:

@@ -164,6 +164,7 @@ class LatentDiffusionRecipe(Recipe):
 
     description = "latent diffusion (x-prediction U-Net, VP cosine, min-SNR-5) on a trained autoencoder's latents"
     Config = LatentDiffusionConfig
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": _quick(), "paper": _paper()}
 
     def build(self, cfg: LatentDiffusionConfig, data: str | None = None) -> Task:

@@ -74,6 +74,7 @@ class MSNRecipe(Recipe):
 
     description = "MSN* masked self-supervised ViT with a weighted ensemble of heads (Ruan et al. 2023)"
     Config = MSNConfig
+    data_formats = {"imagefolder": "folder"}
     presets = {"quick": MSN_QUICK, "paper": MSN_PAPER}
 
     def build(self, cfg: MSNConfig, data: str | None = None) -> Task:

@@ -360,6 +360,7 @@ class SWYCCRecipe(Recipe):
     description = ("SWYCC autoencoder (joint E + D_initial + diffusion D_refine) vs MSE and SD-VAE-style GAN "
                    "autoencoders at the same latent size; --set objective=swycc|mse|gan")
     Config = SWYCCConfig
+    data_formats = {"imagefolder": "imagenet"}
     presets = {"quick": swycc_quick(), "paper": swycc_paper()}
 
     def build(self, cfg: SWYCCConfig, data: str | None = None) -> Task:
