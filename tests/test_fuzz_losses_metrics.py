@@ -78,6 +78,9 @@ CASES = {
     "warp_sample": lambda: (L.warp_sample, [torch.randn(N, C), _multihot().bool()], {}),
     "x_prediction_loss": lambda: (L.x_prediction_loss, [_images(), _images(), torch.rand(2)], {}),
     "time_weight": lambda: (L.time_weight, [torch.rand(4)], {}),
+    "hinge_d_loss": lambda: (L.hinge_d_loss, [torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)], {}),
+    "hinge_g_loss": lambda: (L.hinge_g_loss, [torch.randn(2, 1, 4, 4)], {}),
+    "gaussian_kl": lambda: (L.gaussian_kl, [torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2)], {}),
     "code_entropy": lambda: (L.code_entropy, [_probs(N, C)], {}),
     "head_weights": lambda: (L.head_weights, [_probs(N, 2, C).log(), _probs(N, 2, C), "ent"], {"gamma": 1.0}),
     "weighted_ensemble_loss": lambda: (L.weighted_ensemble_loss, [_probs(N, 2, C).log(), _probs(N, 2, C), "unif"],
@@ -131,6 +134,18 @@ NOT_TENSOR_FUNCTIONS = {
     "SWYCCLoss": "wraps a model (model, images); its math is x_prediction_loss and time_weight, fuzzed above",
     "swycc_loss": "same as SWYCCLoss",
     "SWYCCLossTerms": "a result container",
+    "MSEAutoencoderLoss": "wraps an autoencoder and a perceptual network (images, recon, z, x_hat); its terms are "
+                          "F.mse_loss and the perceptual distance",
+    "mse_autoencoder_loss": "same as MSEAutoencoderLoss",
+    "GANAutoencoderLoss": "owns a discriminator and needs the decoder's last layer; its math is hinge_d_loss, "
+                          "hinge_g_loss, gaussian_kl and adaptive_weight",
+    "adaptive_weight": "needs a graph from both losses to one parameter (autograd.grad); tested by hand and "
+                       "against autograd in test_losses_autoencoder.py",
+    "disc_factor": "a scalar schedule of step numbers",
+    "denoising_loss": "takes a denoise(x_t, t, cond) callable; its math is x_prediction_loss and time_weight",
+    "FeatureExtractor": "wraps a network", "feature_extractor": "loads a network by name or file",
+    "feature_networks": "lists names", "register_feature_network": "a registry function",
+    "cache_dir": "a path", "backbone_features": "runs a model over a loader", "extract_features": "same",
     "WEIGHTINGS": "a constant", "ENSEMBLE_SCHEMES": "a constant", "COCO_IOU_THRESHOLDS": "a constant",
     "PAPER_L2_GRID": "a constant", "NORM_EPS": "a constant", "VGG_STAGES": "a constant",
     "gamma_schedule": "a scalar schedule of numbers", "linear_ramp": "a scalar schedule of numbers",

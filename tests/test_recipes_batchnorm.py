@@ -57,7 +57,8 @@ def test_reproduction_runs_at_tiny_scale(tmp_path):
     assert saved["criterion"] == record["criterion"] and "1/5" in saved["criterion"]
     assert (tmp_path / "batchnorm.png").stat().st_size > 10_000
     n = record["numbers"]
-    assert set(n["median_steps_to_90"]) == {"noBN lr=0.1", "noBN lr=0.5", "noBN lr=1", "BN", "BN-x5", "BN-x30"}
+    assert set(n["median_steps_to_90"]) == {"noBN lr=0.1", "noBN lr=0.5", "noBN lr=1", "noBN lr=2", "noBN lr=4",
+                                            "noBN lr=8", "BN", "BN-x5", "BN-x30"}
     assert n["lrs"]["BN-x30"] == pytest.approx(30 * n["best_no_bn_lr"])
 
 

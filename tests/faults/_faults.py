@@ -37,8 +37,24 @@ SHRINK: dict[str, dict] = {
 }
 
 
+def _autoencoder_file() -> str:
+    """A (random-weight) swycc-family autoencoder file, written once: ``latent_diffusion`` trains on its latents."""
+    import tempfile
+
+    from vislearn.io import save_weights
+    from vislearn.models import create_model
+
+    path = Path(tempfile.gettempdir()) / f"vislearn-faults-{os.getpid()}" / "ae.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        save_weights(create_model("swycc", refine=False), path)
+    return str(path)
+
+
 def overrides(name: str, **extra) -> dict:
-    return {**COMMON, **SHRINK.get(name, {}), **extra}
+    needs = {"autoencoder": _autoencoder_file()} if name == "latent_diffusion" else {}
+    return {**COMMON, **SHRINK.get(name, {}), **needs, **extra}
 
 
 def run_until_killed(name: str, over: dict, out: Path, kill_at: int, resume: bool | str = False) -> None:

@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislearn.errors import UserError
+from vislearn.losses._tensors import real_tensor
 
 __all__ = ["GANAutoencoderLoss", "MSEAutoencoderLoss", "adaptive_weight", "disc_factor", "gaussian_kl",
            "hinge_d_loss", "hinge_g_loss", "mse_autoencoder_loss"]
@@ -68,11 +69,14 @@ ADAPTIVE_MAX = 1e4  # taming's clamp
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     """``½ (mean relu(1 − D(x)) + mean relu(1 + D(x̂)))``, the discriminator's hinge loss."""
+    for name, t in (("logits_real", logits_real), ("logits_fake", logits_fake)):
+        real_tensor(t, name, "hinge_d_loss", tuple(range(1, 9)))
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
 def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     """``−mean D(x̂)``, the generator's loss against a hinge-trained discriminator."""
+    real_tensor(logits_fake, "logits_fake", "hinge_g_loss", tuple(range(1, 9)))
     return -logits_fake.mean()
 
 
