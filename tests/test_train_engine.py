@@ -170,7 +170,16 @@ def test_in_memory_run_lets_ctrl_c_through():
 
 
 def test_in_process_resume_starts_at_the_checkpoint_step_with_its_weights(tmp_path):
-    Trainer(job.config(steps=30, ckpt_every=0, eval_every=0), job.task(), tmp_path, progress=False).fit()
+    from vislearn.train.hooks import Hook
+
+    class StopAt30(Hook):  # the same 40-step run, stopped cleanly (final checkpoint) after step 30
+        def should_stop(self, step: int, metrics: dict) -> bool:
+            return step == 30
+
+    task = job.task()
+    task.hooks = [StopAt30()]
+    first = Trainer(job.config(steps=40, ckpt_every=0, eval_every=0), task, tmp_path, progress=False).fit()
+    assert first.stopped_early and first.step == 30
     saved = _weights(tmp_path)
     steps: list[int] = []
     tr = Trainer(job.config(steps=40, ckpt_every=0, eval_every=0), job.task(), tmp_path, resume=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,8 @@ SETS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    # a run without a terminal prints progress lines ("step N/M ...") to stderr before any error
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not re.match(r"step \d+/\d+ ", line)]
     assert len(err) == 1 and err[0].startswith("vislearn: error: "), err
     return err[0]
 
