@@ -209,8 +209,11 @@ def test_warp_draws_follow_the_random_order_distribution_with_several_violators(
     assert float(((picks - reps / 3) ** 2 / (reps / 3)).sum()) < 13.8  # 2 dof, p = 0.001
 
 
-def test_warp_expected_loss_matches_exact_enumeration():
-    # E[loss] over the random order, computed exactly, vs the mean of many sampled rows
+@pytest.mark.parametrize("form", ["sampled_pair", "paper"])
+def test_warp_expected_loss_matches_exact_enumeration(form):
+    # E[loss] over the random order, computed exactly, vs the mean of many sampled rows. The chosen
+    # violator is uniform among the v violators (sampled_pair: the mean hinge); the paper's form sums
+    # the hinge over every violator. P(first violator at draw t) = C(n−t, v−1)/C(n, v).
     c, margin = 6, 1.0
     row = torch.tensor([0.3, 1.5, 0.9, -0.6, 0.8, 0.1])
     positives = [1, 4]
@@ -223,15 +226,15 @@ def test_warp_expected_loss_matches_exact_enumeration():
         v = len(viol)
         if v == 0:
             continue
-        mean_hinge = sum(float(margin - row[j] + row[k]) for k in viol) / v
-        for draws in range(1, n - v + 2):  # P(first violator at position t) = C(n−t, v−1)/C(n, v)
+        total = sum(float(margin - row[j] + row[k]) for k in viol)
+        hinge = total / v if form == "sampled_pair" else total
+        for draws in range(1, n - v + 2):
             p = math.comb(n - draws, v - 1) / math.comb(n, v)
-            expected += p * float(table[(c - 1) // draws]) * mean_hinge
+            expected += p * float(table[(c - 1) // draws]) * hinge
     reps = 20000
-    s = row.repeat(reps, 1)
     t = torch.zeros(reps, c)
     t[:, positives] = 1
-    ours = warp_loss(s, t, margin, generator=torch.Generator().manual_seed(5), form="sampled_pair").item()
+    ours = warp_loss(row.repeat(reps, 1), t, margin, generator=torch.Generator().manual_seed(5), form=form).item()
     assert ours == pytest.approx(expected, rel=0.01)
 
 
@@ -290,28 +293,6 @@ def test_warp_paper_form_equals_brute_force_objective_and_gradient():
     y = s.clone().requires_grad_(True)
     WARPLoss(10, generator=torch.Generator().manual_seed(9), reduction="sum", form="sampled_pair")(y, t).backward()
     assert int((x.grad != 0).sum()) > int((y.grad != 0).sum())
-
-
-def test_warp_paper_form_expected_loss_matches_exact_enumeration():
-    c, margin = 6, 1.0
-    row = torch.tensor([0.3, 1.5, 0.9, -0.6, 0.8, 0.1])
-    positives = [1, 4]
-    table = warp_rank_weights(c).double()
-    negs = [k for k in range(c) if k not in positives]
-    n = len(negs)
-    expected = 0.0
-    for j in positives:
-        viol = [k for k in negs if margin - row[j] + row[k] > 0]
-        v = len(viol)
-        total_hinge = sum(float(margin - row[j] + row[k]) for k in viol)
-        for draws in range(1, n - v + 2) if v else ():
-            p = math.comb(n - draws, v - 1) / math.comb(n, v)
-            expected += p * float(table[(c - 1) // draws]) * total_hinge
-    reps = 20000
-    t = torch.zeros(reps, c)
-    t[:, positives] = 1
-    ours = warp_loss(row.repeat(reps, 1), t, margin, generator=torch.Generator().manual_seed(5)).item()
-    assert ours == pytest.approx(expected, rel=0.01)
 
 
 def test_warp_max_trials_caps_draws():
