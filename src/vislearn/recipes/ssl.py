@@ -54,6 +54,7 @@ from vislearn.data.multicrop import EpochClock, MultiCrop, MultiCropDataset, col
 from vislearn.errors import UserError
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, check_scheme, gamma_schedule
 from vislearn.metrics.fewshot import knn_accuracy
+from vislearn.metrics.frozen import backbone_features as frozen_features
 from vislearn.models.embedding import _HEAD_NAMES
 from vislearn.models.ssl_heads import MultiHead
 from vislearn.train import schedules
@@ -160,13 +161,13 @@ def ssl_backbone(cfg: SSLConfig) -> nn.Module:
 
 
 def backbone_features(backbone: nn.Module, x: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The representation ``(N, D)``: a ViT's [CLS] token, else the average of the last feature map."""
-    if hasattr(backbone, "embed"):
-        return backbone.embed(x, patch_mask)
-    if patch_mask is not None:
+    """The representation ``(N, D)`` (:func:`vislearn.metrics.frozen.backbone_features`: a ViT's [CLS]
+    token, else the average of the last feature map); with ``patch_mask``, a ViT's masked [CLS] token."""
+    if patch_mask is None:
+        return frozen_features(backbone, x)
+    if not hasattr(backbone, "embed"):
         raise UserError("patch masking (mask_ratio > 0) needs a ViT backbone")
-    f = backbone.forward_features(x)[-1]
-    return f.mean((2, 3)) if f.dim() == 4 else f.flatten(1)
+    return backbone.embed(x, patch_mask)
 
 
 class SSLStudent(nn.Module):
