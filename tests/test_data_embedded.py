@@ -215,3 +215,19 @@ def test_shapes_detection_boxes_stay_tight_past_the_first_chunk():
             assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
             checked += 1
     assert checked > 20
+
+
+def test_get_batch_equals_collating_the_samples():
+    from torch.utils.data import default_collate
+
+    from vislearn.data.embedded import TensorImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    noise = lambda x: x + torch.rand(()) # noqa: E731  a random transform: the per-sample draw order must hold
+    ds = TensorImageDataset(torch.rand(10, 3, 2, 2, generator=g), torch.arange(10) % 3, noise)
+    idx = [7, 2, 2, 9]
+    torch.manual_seed(5)
+    x, y = ds.get_batch(idx)
+    torch.manual_seed(5)
+    xr, yr = default_collate([ds[i] for i in idx])
+    assert torch.equal(x, xr) and torch.equal(y, yr) and y.tolist() == [1, 2, 2, 0]

@@ -324,3 +324,36 @@ def test_channels_last_and_workers_give_the_plain_run():
     assert layouts == [False] * 4 and layouts_cl == [True] * 4  # 4-D float inputs arrive in channels_last
     for k in plain:  # the same data order and numbers with two loader workers
         torch.testing.assert_close(other[k], plain[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+class _PerSampleOnly(torch.utils.data.Dataset):
+    """The same samples without ``get_batch``: the engine falls back to per-sample fetch + collate."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_fetch_gives_the_per_sample_run(workers):
+    from vislearn.data.embedded import TensorImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    flip = lambda x: x.flip(-1) if torch.rand(()) < 0.5 else x  # noqa: E731  random: the draw order matters
+    data = TensorImageDataset(torch.rand(40, 3, 4, 4, generator=g), torch.randint(0, 2, (40,), generator=g), flip)
+
+    def run(ds):
+        m = _ConvProbe()
+        cfg = TrainConfig(steps=6, batch_size=8, lr=0.1, log_every=1, device="cpu", seed=3, num_workers=workers)
+        Trainer(cfg, Task(m, ds), None, progress=False).fit()
+        return m.state_dict()
+
+    batched, plain = run(data), run(_PerSampleOnly(data))
+    assert any((batched[k] != _ConvProbe().state_dict()[k]).any() for k in batched)  # it trained
+    for k in plain:
+        torch.testing.assert_close(batched[k], plain[k], rtol=0, atol=0, msg=k)

@@ -6,7 +6,7 @@ import torch
 
 from vislearn.errors import UserError
 
-__all__ = ["detection_collate", "group_collate"]
+__all__ = ["BatchedAccess", "detection_collate", "group_collate"]
 
 
 def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
@@ -25,3 +25,20 @@ def group_collate(batch):
     if xs[0].dim() == 4:
         return torch.cat(xs), torch.cat(ys)
     return torch.stack(xs), torch.stack(ys)
+
+
+class BatchedAccess(torch.utils.data.Dataset):
+    """A view of a dataset with ``get_batch(indices)`` indexed by a whole list of indices at once.
+
+    Given to a ``DataLoader`` with ``sampler=`` a list of index lists and ``batch_size=None``, each
+    loader item is one ``get_batch`` call: the same batch as the per-sample fetch + default collate.
+    """
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]):
+        return self.dataset.get_batch(indices)

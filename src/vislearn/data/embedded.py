@@ -46,6 +46,19 @@ class TensorImageDataset(Dataset):
             x = self.transform(x)
         return x, self.targets[i]
 
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``indices`` stacked, equal to collating ``[self[i] for i in indices]``.
+
+        One indexing op instead of a Python call per sample: the engine uses it for in-memory data,
+        where the per-sample fetch and collate cost as much as a small model's step. A transform is
+        still applied per sample, in the same order (so random augmentations draw the same numbers).
+        """
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = self.images[idx]
+        if self.transform is not None:
+            x = torch.stack([self.transform(xi) for xi in x])
+        return x, self.targets[idx]
+
 
 def digits(split: str = "train", size: int | None = None, test_fraction: float = 0.25, seed: int = 0,
            channels: int = 1, transform: Callable | None = None) -> TensorImageDataset:

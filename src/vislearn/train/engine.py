@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from vislearn.data.collate import BatchedAccess
 from vislearn.errors import UserError
 from vislearn.io import load_state_dict_checked
 from vislearn.train import checkpoint as ckpt
@@ -276,9 +277,13 @@ class Trainer:
         # A dedicated generator: creating the iterator must not consume the global RNG, or a run
         # resumed mid-epoch would draw different augmentations from an uninterrupted one.
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
+        pin = self.device.type == "cuda"
+        if self.task.collate_fn is None and callable(getattr(self.task.train_set, "get_batch", None)):
+            # batched fetch: each sampler item is a whole micro-batch's index list
+            return DataLoader(BatchedAccess(self.task.train_set), sampler=micro, batch_size=None,
+                              num_workers=self.cfg.num_workers, pin_memory=pin, generator=gen)
         return DataLoader(self.task.train_set, batch_sampler=micro, num_workers=self.cfg.num_workers,
-                          collate_fn=self.task.collate_fn, pin_memory=self.device.type == "cuda",
-                          generator=gen)
+                          collate_fn=self.task.collate_fn, pin_memory=pin, generator=gen)
 
     def _epoch_steps(self) -> Iterator[list[Any]]:
         """The rest of the epoch, one list of ``grad_accum_steps`` micro-batches per optimizer step."""
