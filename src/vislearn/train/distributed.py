@@ -53,6 +53,8 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def any_of(flags: list, info: DistInfo) -> list[bool]:
     """For each flag (a bool or a 0-d bool tensor), whether it is set on any process (one all-reduce)."""
+    if not info.enabled:  # no stacking and copying for one process: this runs every step
+        return [bool(f) for f in flags]
     t = torch.stack([f.detach().float().reshape(()).cpu() if isinstance(f, torch.Tensor) else torch.tensor(float(f))
                      for f in flags])
     if info.enabled:
