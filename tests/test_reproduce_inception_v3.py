@@ -18,4 +18,4 @@ def test_reproduction_runs_tiny(tmp_path):
     assert arch["gmacs_299"] == pytest.approx(5.713216, abs=1e-4) == arch["timm_gmacs_299_same_counter"]
     assert saved["numbers"]["architecture_ok"] is True
     assert set(saved["numbers"]["conditions"]) == {"full (LS 0.1 + aux 0.4)", "no label smoothing", "no aux head"}
-    assert record["numbers"]["steps_per_run"] == 6  # 300 x 0.02
+    assert record["numbers"]["steps_per_run"] == 5  # 250 x 0.02

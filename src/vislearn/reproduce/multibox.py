@@ -15,6 +15,9 @@ the embedded ``shapes`` detection scenes with the ``multibox`` recipe's ``quick`
     proposal network's stride-8 stage, an MLP into 5 shapes + background) on the top 100 proposals;
 (d) quality for time: recall and detection mAP@0.5 vs the number of proposals, with the measured
     time per image of the whole pipeline (proposal network + post-classification).
+
+(a) and (b) are judged, as the mean over seeds 0, 1, 2; (c) and (d) are reported, not judged, and run on
+the first seed only (the post-classifier's training is a third of a seed's time; the demo budget).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def _eval_data(ds, batch=50):
     return images, gts, labels
 
 
-def _one_seed(ctx: ReproContext, seed: int) -> dict:
+def _one_seed(ctx: ReproContext, seed: int, with_detection: bool) -> dict:
     from vislearn import recipes
     from vislearn.detection.priors import kmeans_box_shapes, rank_priors_by_frequency
     from vislearn.detection.proposals import shaped_window_proposals, sliding_window_proposals
@@ -95,6 +98,15 @@ def _one_seed(ctx: ReproContext, seed: int) -> dict:
     w = shaped_window_proposals(100, (size, size), box_shapes)
     shaped_ap = proposal_ap([w] * n_img, [torch.linspace(1, 0, 100)] * n_img, gts, 0.5, max_dets=100)
 
+    out = {"learned": learned, "priors": priors, "sliding": sliding, "shaped": shaped,
+           "ap": {"learned": learned_ap, "priors": priors_ap, "sliding": sliding_ap, "shaped": shaped_ap},
+           "train_s": train_s, "final_eval": result.final_metrics, "eval_images": n_img,
+           "eval_boxes": int(sum(len(g) for g in gts))}
+    ctx.log(f"  seed {seed}: recall learned {learned} | priors {priors} | sliding {sliding} | shaped {shaped}")
+    ctx.log(f"  seed {seed}: proposal AP50 learned {learned_ap:.3f} priors {priors_ap:.3f} sliding {sliding_ap:.3f} "
+            f"shaped {shaped_ap:.3f}")
+    if not with_detection:
+        return out
     # (c) post-classifier on the frozen proposal network
     t0 = time.time()
     num_classes = cfg.num_categories
@@ -114,13 +126,8 @@ def _one_seed(ctx: ReproContext, seed: int) -> dict:
         trade[n] = {"ms_per_image": 1000 * sec, "recall": learned.get(n, float("nan")),
                     "map50": detection_map(db, ds_, dl, gts, labels, num_classes=num_classes),
                     "coco_map": coco_map(db, ds_, dl, gts, labels, num_classes=num_classes)}
-    ctx.log(f"  seed {seed}: recall learned {learned} | priors {priors} | sliding {sliding} | shaped {shaped}")
-    ctx.log(f"  seed {seed}: proposal AP50 learned {learned_ap:.3f} priors {priors_ap:.3f} sliding {sliding_ap:.3f} "
-            f"shaped {shaped_ap:.3f}; detection mAP50@100 {trade[100]['map50']:.3f}")
-    return {"learned": learned, "priors": priors, "sliding": sliding, "shaped": shaped,
-            "ap": {"learned": learned_ap, "priors": priors_ap, "sliding": sliding_ap, "shaped": shaped_ap},
-            "trade": trade, "train_s": train_s, "post_s": post_s,
-            "final_eval": result.final_metrics, "eval_images": n_img, "eval_boxes": int(sum(len(g) for g in gts))}
+    ctx.log(f"  seed {seed}: detection mAP50@100 {trade[100]['map50']:.3f}")
+    return {**out, "trade": trade, "post_s": post_s}
 
 
 @register_reproduction(
@@ -133,7 +140,7 @@ def _one_seed(ctx: ReproContext, seed: int) -> dict:
               "seeds 0, 1, 2)",
     seeds=(0, 1, 2))
 def run(ctx: ReproContext) -> Outcome:
-    per_seed = [_one_seed(ctx, s) for s in ctx.seeds]
+    per_seed = [_one_seed(ctx, s, with_detection=i == 0) for i, s in enumerate(ctx.seeds)]
 
     def mean(key, n):
         return float(np.mean([r[key][n] for r in per_seed]))
@@ -142,13 +149,13 @@ def run(ctx: ReproContext) -> Outcome:
     numbers = {m: {n: mean(m, n) for n in NS} for m in methods}
     numbers["per_seed_recall"] = {m: {n: [r[m][n] for r in per_seed] for n in (10, 100)} for m in methods}
     numbers["proposal_ap50"] = {m: float(np.mean([r["ap"][m] for r in per_seed])) for m in methods}
-    trade = {n: {k: float(np.mean([r["trade"][n][k] for r in per_seed])) for k in per_seed[0]["trade"][n]}
-             for n in per_seed[0]["trade"]}
+    trade = per_seed[0]["trade"]  # (c), (d): the first seed only (module docstring)
     numbers["quality_for_time"] = trade
+    numbers["detection_seed"] = ctx.seeds[0]
     numbers["detection_map50_top100"] = trade[100]["map50"]
     numbers["detection_coco_map_top100"] = trade[100]["coco_map"]
     numbers["train_s"] = float(np.mean([r["train_s"] for r in per_seed]))
-    numbers["post_classifier_train_s"] = float(np.mean([r["post_s"] for r in per_seed]))
+    numbers["post_classifier_train_s"] = per_seed[0]["post_s"]
     numbers["eval_images"], numbers["eval_boxes"] = per_seed[0]["eval_images"], per_seed[0]["eval_boxes"]
     passed = all(numbers["learned"][n] > max(numbers[m][n] for m in methods[1:]) for n in (10, 100))
     fig = _figure(numbers)
