@@ -357,3 +357,42 @@ def test_batched_fetch_gives_the_per_sample_run(workers):
     assert any((batched[k] != _ConvProbe().state_dict()[k]).any() for k in batched)  # it trained
     for k in plain:
         torch.testing.assert_close(batched[k], plain[k], rtol=0, atol=0, msg=k)
+
+
+def test_weight_decay_follows_the_cosine_schedule_and_spares_no_decay_groups():
+    """DINO's 0.04 -> 0.4 cosine (weight_decay_end): read from the optimizer at every step, and its effect."""
+    t = job.task()
+    head = list(t.module.model[-1].parameters())
+    rest = [p for p in t.module.parameters() if all(p is not h for h in head)]
+    t.param_groups = [{"params": rest}, {"params": head, "weight_decay": 0.0}]
+    seen: dict[int, list[float]] = {}
+    cfg = job.config(steps=9, optimizer="adamw", lr=1e-3, weight_decay=0.04, weight_decay_end=0.4, ckpt_every=0,
+                     eval_every=0, ema_decay=0.0)
+    tr = Trainer(cfg, t, None, progress=False,
+                 callbacks=[lambda tr, s: seen.update({s - 1: [g["weight_decay"] for g in tr.optimizer.param_groups]})])
+    tr.fit()
+    for s in range(9):  # the step-s update used 0.4 + (0.04 - 0.4) * (1 + cos(pi s / 9)) / 2
+        assert seen[s] == pytest.approx([0.4 - 0.36 * 0.5 * (1 + math.cos(math.pi * s / 9)), 0.0], rel=1e-12), s
+    assert seen[0][0] == pytest.approx(0.04)
+
+
+def test_weight_decay_schedule_changes_the_adamw_update_as_its_formula_says():
+    # one parameter, zero gradient: AdamW's decoupled decay alone, p <- p (1 - lr wd_t), with wd_t scheduled
+    p = nn.Parameter(torch.ones(()))
+
+    class Zero(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = p
+
+        def forward(self, batch):
+            return {"loss": self.p * 0.0 + batch[0].sum() * 0.0}
+
+    data = TensorDataset(torch.zeros(8, 1), torch.zeros(8))
+    cfg = TrainConfig(steps=4, batch_size=4, lr=0.5, optimizer="adamw", weight_decay=0.1, weight_decay_end=0.9,
+                      log_every=0, device="cpu", seed=0)
+    Trainer(cfg, Task(Zero(), data), None, progress=False).fit()
+    expect = 1.0
+    for s in range(4):
+        expect *= 1 - 0.5 * (0.9 - 0.8 * 0.5 * (1 + math.cos(math.pi * s / 4)))
+    assert float(p) == pytest.approx(expect, rel=1e-6)

@@ -14,7 +14,7 @@ Presets:
 * ``quick``: the ``dino`` quick setting (a 3-block ViT with 4 px patches on embedded 32 px photo
   crops, a few minutes on 2 CPU cores) with MSN*'s loss and masking;
 * ``paper``: MSN* ViT-S/16 on ImageNet (``--data ROOT``), each value with its table below. As for
-  ``dino``, the weight decay stays at 0.04 (the paper's 0.04 → 0.4 schedule is not in the engine).
+  ``dino``, the weight decay follows the paper's cosine 0.04 → 0.4 (inherited from DINO*'s preset).
 """
 
 from __future__ import annotations

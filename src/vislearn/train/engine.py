@@ -66,7 +66,7 @@ from vislearn.train.optim import build_optimizer
 from vislearn.train.resume import compare_configs, reseed_value
 from vislearn.train.rng import rng_state, seed_everything, set_rng_state
 from vislearn.train.run_dir import RunLock, prepare_out_dir, say
-from vislearn.train.schedules import lr_factor
+from vislearn.train.schedules import cosine, lr_factor
 from vislearn.train.signals import stop_on_signals
 from vislearn.train.task import Task, TrainResult
 
@@ -304,6 +304,14 @@ class Trainer:
                       decay_every=c.decay_every, decay_rate=c.decay_rate, min_lr_ratio=c.min_lr_ratio)
         for g in self.optimizer.param_groups:
             g["lr"] = c.lr * f * g.get("lr_mult", 1.0)
+        if c.weight_decay_end >= 0 and c.weight_decay > 0:
+            # DINO's schedule (Caron et al. 2021, App.; Ruan et al. 2023 App. B.1: 0.04 -> 0.4): a half
+            # cosine from weight_decay to weight_decay_end over the whole run, no warm-up. A group's own
+            # decay keeps its ratio to the base (no-decay groups stay at 0).
+            wd = cosine(self.step, c.steps, c.weight_decay, c.weight_decay_end)
+            for g in self.optimizer.param_groups:
+                g.setdefault("wd_base", g["weight_decay"])
+                g["weight_decay"] = wd * g["wd_base"] / c.weight_decay
         return c.lr * f
 
     def train_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor]:

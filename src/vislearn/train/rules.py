@@ -69,6 +69,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "optimizer": one_of("sgd", "adam", "adamw", "rmsprop", "rmsprop_tf"),
     "momentum": between(0, 1, high_open=True),
     "weight_decay": at_least(0),
+    "weight_decay_end": at_least(-1),  # -1 (any value < 0): no schedule
     "adam_beta2": between(0, 1, high_open=True),
     "rmsprop_decay": between(0, 1, high_open=True),
     "schedule": one_of("constant", "cosine", "staircase", "exponential", "linear"),
