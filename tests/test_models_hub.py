@@ -235,3 +235,78 @@ def test_data_config_resize_follows_timms_floor_and_validates():
         DataConfig(224, 256, interpolation="lanczos9")
     with pytest.raises(UserError, match="resize"):
         DataConfig(224, 200)
+
+
+def _image_folder(root, size=(120, 150)):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(4)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            Image.fromarray((torch.rand(*size, 3, generator=g) * 255).byte().numpy()).save(d / "0.png")
+    return root
+
+
+def test_eval_of_hf_weights_uses_their_transform_and_normalisation(caches):
+    import torch.nn.functional as F
+
+    from vislearn import recipes
+    from vislearn.data.formats import load_image
+
+    torch.manual_seed(5)
+    peer = timm.create_model("inception_v3.gluon_in1k", pretrained=False, num_classes=2)
+    _randomize_bn(peer, seed=6)
+    peer.eval()
+    export = caches / "export"
+    timm.models.save_for_hf(peer, str(export), safe_serialization=True)
+    config = json.loads((export / "config.json").read_text())
+    config["pretrained_cfg"]["input_size"] = [3, 107, 107]  # a smaller evaluation size keeps the test fast
+    (export / "config.json").write_text(json.dumps(config))
+    place_in_hf_cache("timm/inception_v3.gluon_in1k",
+                      {f: str(export / f) for f in ("config.json", "model.safetensors")})
+    data = _image_folder(caches / "data")
+    # timm's inception_v3 averages over padding (the paper preset's TF-style pooling does not)
+    metrics = recipes.evaluate("inception_v3", "hf-hub:timm/inception_v3.gluon_in1k", "paper",
+                               ["aux_logits=false", "tf_avg_pool=false"], data=str(data))
+    # the oracle: timm's data config values in a pipeline built here, then timm's network
+    cfg = timm.data.resolve_data_config({}, pretrained_cfg=config["pretrained_cfg"])
+    assert (tuple(cfg["input_size"]), cfg["interpolation"]) == ((3, 107, 107), "bicubic")
+    assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406)  # gluon_in1k's, not the converter's 0.5
+    resize = int(cfg["input_size"][-1] / cfg["crop_pct"])  # floor, as timm
+    tf = v2.Compose([v2.Resize(resize, interpolation=v2.InterpolationMode(cfg["interpolation"]), antialias=True),
+                     v2.CenterCrop(cfg["input_size"][-1]),
+                     v2.Lambda(lambda t: t.clamp(0, 1)),  # timm resizes 8-bit PIL images, which saturate
+                     v2.Normalize(cfg["mean"], cfg["std"])])
+    x = torch.stack([tf(load_image(data / "val" / c / "0.png")) for c in ("cat", "dog")])
+    z = _logits(peer, x)
+    assert metrics["loss"] == pytest.approx(float(F.cross_entropy(z, torch.tensor([0, 1]))), rel=1e-5, abs=1e-4)
+    assert metrics["top1"] == float((z.argmax(1) == torch.tensor([0, 1])).float().mean())
+
+
+def test_a_pickle_in_a_cache_is_refused_not_unpickled(caches, capsys):
+    import pickle
+
+    marker = caches / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    raw = pickle.dumps({"state_dict": {"w": Evil()}})
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", TV_FILE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(raw)
+    (caches / "pytorch_model.bin").write_bytes(raw)
+    (caches / "config.json").write_text(json.dumps({"architecture": "inception_v3", "pretrained_cfg": {}}))
+    place_in_hf_cache("timm/inception_v3.tv_in1k", {f: str(caches / f) for f in ("config.json", "pytorch_model.bin")})
+    img = caches / "x.png"
+    img.write_bytes(b"")
+    for spec, name in (("torchvision:IMAGENET1K_V1", TV_FILE),
+                       ("hf-hub:timm/inception_v3.tv_in1k", "pytorch_model.bin")):
+        assert main(["predict", "--weights", spec, str(img)]) == 2
+        err = capsys.readouterr().err
+        assert name in err and err.count("\n") == 1 and "Traceback" not in err
+        assert not marker.exists()

@@ -55,13 +55,20 @@ def _interpolation(name: str) -> v2.InterpolationMode:
 def eval_transform(image_size: int, resize: int | None = None, interpolation: str = "bilinear") -> v2.Compose:
     """Resize the short side to ``resize`` (default ``round(image_size / 0.875)``, the usual 87.5 % centre
     crop ratio, e.g. 256 → 224) with ``interpolation`` (antialiased) and take the central ``image_size``
-    square."""
+    square. Bicubic results are clamped to [0, 1] (as PIL's 8-bit resize saturates)."""
     _size("image_size", image_size)
     resize = round(image_size / 0.875) if resize is None else _size("resize", resize)
     if resize < image_size:
         raise UserError(f"resize ({resize}) must be >= image_size ({image_size})")
-    return v2.Compose([v2.ToImage(), v2.Resize(resize, interpolation=_interpolation(interpolation), antialias=True),
-                       v2.CenterCrop(image_size), v2.ToDtype(torch.float32, scale=True)])
+    steps = [v2.ToImage(), v2.Resize(resize, interpolation=_interpolation(interpolation), antialias=True),
+             v2.CenterCrop(image_size), v2.ToDtype(torch.float32, scale=True)]
+    if interpolation == "bicubic":  # cubic weights overshoot on float images; PIL and uint8 saturate
+        steps.append(v2.Lambda(_clamp_unit))
+    return v2.Compose(steps)
+
+
+def _clamp_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,10 @@ def model_for(spec: str) -> str | None:
 
 def offline() -> bool:
     """Downloads are off: huggingface_hub's ``HF_HUB_OFFLINE`` (read from its constants, so tests can patch it)."""
-    from huggingface_hub import constants
-
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # only hf-hub: names need the package; its switch is still honoured
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
     return constants.is_offline_mode()
 
 
@@ -226,7 +228,11 @@ def _timm_data_config(config: dict, spec: str) -> DataConfig:
 
 
 def _resolve_hf(spec: str, model_name: str | None, local: bool) -> RemoteWeights:
-    from huggingface_hub import constants
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        raise UserError(f"{spec}: hf-hub weights need the huggingface_hub package (pip install huggingface_hub)") \
+            from None
 
     repo, revision, arch = _split_hf(spec)
     if repo.startswith("timm/"):  # timm names its repositories ARCH.TAG: refuse before any download
