@@ -89,7 +89,8 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int,
         program = _torch_export(model, example)
 
         def write(tmp: str) -> None:
-            torch.export.save(program, tmp)
+            with open(tmp, "wb") as f:  # a file object: torch.export warns on a path not ending in .pt2
+                torch.export.save(program, f)
     else:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     atomic_write_with(out, write)
