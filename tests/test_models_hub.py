@@ -310,3 +310,22 @@ def test_a_pickle_in_a_cache_is_refused_not_unpickled(caches, capsys):
         err = capsys.readouterr().err
         assert name in err and err.count("\n") == 1 and "Traceback" not in err
         assert not marker.exists()
+
+
+def test_downloads_on_but_no_network_is_the_same_clear_error(caches, monkeypatch):
+    import socket
+    import time
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's retries back off for ~23 s
+    with pytest.raises(UserError, match=rf"could not download {Inception_V3_Weights.IMAGENET1K_V1.url} .*place "
+                                        rf"{TV_FILE}"):
+        resolve("torchvision:IMAGENET1K_V1", "inception_v3")
+    assert os.listdir(os.path.join(torch.hub.get_dir(), "checkpoints")) == []  # no partial file left
+    with pytest.raises(UserError, match="not in the Hugging Face cache .* could not be downloaded .*; .*hf download"):
+        resolve("hf-hub:timm/inception_v3.tv_in1k")

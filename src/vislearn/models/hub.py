@@ -34,7 +34,7 @@ from vislearn.data.transforms import INTERPOLATIONS, DataConfig
 from vislearn.errors import UserError
 
 __all__ = ["COUNTERPARTS", "HF_HUB", "TORCHVISION", "Counterpart", "RemoteWeights", "is_remote", "model_for",
-           "resolve", "torchvision_data_config"]
+           "offline", "resolve", "torchvision_data_config"]
 
 TORCHVISION = "torchvision:"
 HF_HUB = "hf-hub:"
@@ -196,12 +196,19 @@ def _resolve_torchvision(spec: str, model_name: str | None, local: bool) -> Remo
 
 # ------------------------------------------------------------------------------------------------ hf-hub
 
+class _Unreachable(Exception):
+    """The Hub could not be reached and the file is not cached (raised once, so no other file is tried)."""
+
+
 def _hf_file(repo: str, filename: str, revision: str | None, local: bool) -> str | None:
-    """The cached (or downloaded) file, ``None`` when the repository or cache lacks it."""
+    """The cached (or downloaded) file; ``None`` when the repository (or, offline, the cache) lacks it."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -210,8 +217,14 @@ def _hf_file(repo: str, filename: str, revision: str | None, local: bool) -> str
         return hf_hub_download(repo, filename, revision=revision, local_files_only=local, library_name="vislearn")
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
         raise UserError(f"hf-hub:{repo}: {str(e).splitlines()[0]}") from None
-    except EntryNotFoundError:  # not in the repository, or (offline / no network) not in the cache
+    except LocalEntryNotFoundError:  # not cached, and offline or the Hub unreachable (after its retries)
+        if local:
+            return None
+        raise _Unreachable from None
+    except EntryNotFoundError:  # the repository has no such file
         return None
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as e:  # a server error, a full disk, ...
+        raise UserError(f"hf-hub:{repo}: could not fetch {filename}: {str(e).splitlines()[0]}") from None
 
 
 def _timm_data_config(config: dict, spec: str) -> DataConfig:
@@ -237,12 +250,17 @@ def _resolve_hf(spec: str, model_name: str | None, local: bool) -> RemoteWeights
     repo, revision, arch = _split_hf(spec)
     if repo.startswith("timm/"):  # timm names its repositories ARCH.TAG: refuse before any download
         _counterpart_of_timm(arch, spec)
-    weights = next((p for f in HF_WEIGHT_FILES if (p := _hf_file(repo, f, revision, local)) is not None), None)
-    config_path = _hf_file(repo, HF_CONFIG_FILE, revision, local)
+    weights = config_path = None
+    try:
+        weights = next((p for f in HF_WEIGHT_FILES if (p := _hf_file(repo, f, revision, local)) is not None), None)
+        config_path = _hf_file(repo, HF_CONFIG_FILE, revision, local)
+    except _Unreachable:
+        pass
     if weights is None or config_path is None:
         missing = [f"{HF_WEIGHT_FILES[0]} (or {HF_WEIGHT_FILES[1]})"] * (weights is None) \
             + [HF_CONFIG_FILE] * (config_path is None)
-        why = "downloads are off (HF_HUB_OFFLINE)" if local else "they could not be downloaded"
+        why = ("downloads are off (HF_HUB_OFFLINE)" if local
+               else "they could not be downloaded (no network? HF_HUB_OFFLINE=1 skips the attempt)")
         raise UserError(f"{spec}: {' and '.join(missing)} not in the Hugging Face cache {constants.HF_HUB_CACHE} "
                         f"and {why}; on a machine with network run `hf download {repo} {HF_WEIGHT_FILES[0]} "
                         f"{HF_CONFIG_FILE}` and copy its models--{repo.replace('/', '--')} folder into that cache "
