@@ -150,6 +150,7 @@ def test_show_config_shows_what_will_run(image_folder, capsys, monkeypatch):
     # 24 images // (3 per replica × 2 processes) = 4 steps per epoch
     assert (shown["batch_size"], shown["steps"], shown["decay_every"]) == (6, 20, 8)
     assert "4 steps per epoch" in shown["resolved"]["steps"] and "WORLD_SIZE" in shown["resolved"]["batch_size"]
+    assert shown["lr"] == pytest.approx(0.09) and "× 2 processes" in shown["resolved"]["lr"]  # 0.045 per replica
     assert main(["train", "inception_v3", "--preset", "paper", "--set", "steps=50", "--show-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["steps"], shown["epochs"]) == (50, 0)

@@ -62,3 +62,30 @@ def test_export_to_a_folder_is_refused_and_leaves_nothing(mlp, tmp_path, capsys,
     err = capsys.readouterr().err
     assert "is a folder" in err and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["outdir"] and not os.listdir(target)
+
+
+def test_pt2_roundtrip_through_cli_with_a_dynamic_batch(mlp, tmp_path, capsys):
+    model, weights = mlp
+    out = tmp_path / "m.pt2"
+    assert main(["export", "--weights", str(weights), "--format", "pt2", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["m.pt2"]
+    loaded = torch.export.load(str(out)).module()
+    for n in (1, 5):  # traced at batch 2; other batch sizes go through the dynamic dimension
+        x = torch.rand(n, 3, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_pt2_keeps_a_dict_output(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("msc_multibox", backbone="multibox_tiny", image_size=64, grids=(2, 1)).eval()
+    files = export_model(model, "pt2", tmp_path / "mb.pt2", 64)
+    assert files == [str(tmp_path / "mb.pt2")]
+    loaded = torch.export.load(files[0]).module()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        got, want = loaded(x), model(x)
+    assert isinstance(got, dict) and set(got) == {"loc", "logits"}
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-5)

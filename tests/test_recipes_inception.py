@@ -27,6 +27,7 @@ def test_paper_preset_values():
     assert (cfg.clip_grad, cfg.label_smoothing, cfg.aux_weight) == (2.0, 0.1, 0.4)
     assert cfg.ema_decay == 0.9999 and cfg.bn_decay == 0.9997  # weight EMA vs BN statistics
     assert (cfg.batch_per_replica, cfg.image_size, cfg.epochs, cfg.weight_decay) == (32, 299, 100.0, 4e-5)
+    assert cfg.lr_per_replica == 0.045  # Sec. 8's lr per batch-32 update; the module docstring's rule
 
 
 def test_epoch_settings_from_dataset_size_and_world_size():
@@ -35,6 +36,17 @@ def test_epoch_settings_from_dataset_size_and_world_size():
     assert cfg.batch_size == 1600
     assert cfg.decay_every == round(2 * (1_281_167 // 1600))  # two epochs
     assert cfg.steps == 100 * (1_281_167 // 1600)
+    assert cfg.lr == pytest.approx(0.045 * 50)  # linear scaling: each image's step is 0.045 / 32, as in the paper
+    one = resolve_config(inception_v3_paper(), train_size=1_281_167, world_size=1)
+    assert (one.batch_size, one.lr, one.steps) == (32, 0.045, 100 * (1_281_167 // 32))  # the paper's update stream
+
+
+def test_a_global_lr_turns_the_per_replica_rule_off():
+    recipe = get_recipe("inception_v3")
+    cfg = recipe.config("paper", ["lr=0.045"])
+    assert cfg.lr_per_replica == 0.0
+    assert resolve_config(cfg, train_size=1_281_167, world_size=8).lr == 0.045
+    assert resolve_config(recipe.config("quick"), train_size=1000, world_size=8).lr == 0.045
 
 
 def _image_folder(root, classes=("cat", "dog"), per_class=3, size=90):

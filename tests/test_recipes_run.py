@@ -86,6 +86,9 @@ def test_resolve_config_by_hand():
     assert resolve_config(plain, 1000, 4) == plain  # nothing stated in epochs or per replica: unchanged
     half = resolve_config(TrainConfig(batch_size=64, epochs=0.01, decay_epochs=0.01), 1000, 1)
     assert (half.steps, half.decay_every) == (1, 1)  # at least one step
+    scaled = resolve_config(TrainConfig(lr=0.3, lr_per_replica=0.045), 1000, 4)
+    assert scaled.lr == pytest.approx(0.18)  # 0.045 × 4 processes replaces lr
+    assert resolve_config(TrainConfig(lr=0.3), 1000, 4).lr == 0.3
 
 
 def test_engine_resolves_and_records_epochs(tmp_path):

@@ -1,4 +1,4 @@
-"""``vislearn export --model NAME --weights PATH --format torchscript|onnx --out FILE``.
+"""``vislearn export --model NAME --weights PATH --format torchscript|onnx|pt2 --out FILE``.
 
 The exported graph is the eval-mode model: [0, 1] RGB images in, logits out, with the model's
 input normalisation baked in (so the exported file needs no preprocessing beyond resizing and
@@ -7,10 +7,14 @@ produced by ``torch.jit.trace`` at ``--image-size`` (the model's registered size
 ONNX by ``torch.onnx.export`` with a dynamic batch axis, and only when the ``onnx`` package is
 installed (a clear error otherwise): one self-contained file while the weights fit under ONNX's 2 GB
 protobuf limit, else the graph plus one external-data file named after it (``x.onnx.data``), which
-must stay beside it. Both are written under their final names in a temporary folder and moved into
-place, so a failed export leaves nothing behind and the sidecar's recorded name is the final one.
+must stay beside it. ``pt2`` is ``torch.export.export`` with a dynamic batch dimension, saved by
+``torch.export.save`` (load it with ``torch.export.load(path).module()``); a model that returns a dict
+or tuple (``msc_multibox``: ``{"loc", "logits"}``) keeps that structure. Every file is written under
+a temporary name beside its target and renamed into place (ONNX in a temporary folder under its final
+name, so the sidecar's recorded name is the final one): a failed export leaves nothing behind.
 Weights written by ``vislearn train`` name their model and options, so ``--model`` is only needed
-for a peer's file.
+for a peer's file; ``--weights`` also takes a named remote source (``torchvision:IMAGENET1K_V1``,
+``hf-hub:timm/inception_v3.tv_in1k``; :mod:`vislearn.models.hub`).
 """
 
 from __future__ import annotations
@@ -19,23 +23,25 @@ import os
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model to TorchScript or ONNX")
+    p = sub.add_parser("export", help="export a model to TorchScript, ONNX or a torch.export program (pt2)")
     p.add_argument("--model", default=None,
                    help="registry name (default: the one vislearn weights name, else inception_v3)")
-    p.add_argument("--weights", default=None, help="weights file (default: the model's random initialisation)")
-    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    p.add_argument("--out", required=True, help="output file (.pt for TorchScript, .onnx for ONNX)")
+    p.add_argument("--weights", default=None,
+                   help="weights file or named source (torchvision:TAG, hf-hub:REPO); default: random initialisation")
+    p.add_argument("--format", choices=FORMATS, default="torchscript")
+    p.add_argument("--out", required=True, help="output file (.pt for TorchScript, .onnx for ONNX, .pt2 for pt2)")
     p.add_argument("--image-size", type=int, default=None, help="example input size (default: the model's)")
     p.add_argument("--num-classes", type=int, default=None, help="classes, when no weights file sets them")
     p.set_defaults(func=run)
 
 
+FORMATS = ("torchscript", "onnx", "pt2")
 ONNX_SINGLE_FILE_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2  # protobuf's 2 GB, less room for the graph itself
 
 
 def export_model(model, fmt: str, out: str | os.PathLike, image_size: int,
                  single_file_limit: int = ONNX_SINGLE_FILE_LIMIT) -> list[str]:
-    """Write ``model`` (eval mode, validation off in the copy it traces) as TorchScript or ONNX.
+    """Write ``model`` (eval mode, validation off in the copy it traces) as TorchScript, ONNX or pt2.
 
     Returns the files written: ``[out]``, or ``[out, out + ".data"]`` for an ONNX model whose weights
     take ``single_file_limit`` bytes or more.
@@ -79,10 +85,27 @@ def export_model(model, fmt: str, out: str | os.PathLike, image_size: int,
 
         nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         return _export_onnx(model, example, out, external=nbytes >= single_file_limit)
+    elif fmt == "pt2":
+        program = _torch_export(model, example)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: torch.export warns on a path not ending in .pt2
+                torch.export.save(program, f)
     else:
-        raise UserError(f"unknown format {fmt!r}; choose torchscript or onnx")
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     atomic_write_with(out, write)
     return [out]
+
+
+def _torch_export(model, example):
+    """``torch.export.export`` with the batch dimension dynamic (traced at batch 2: torch.export
+    specialises a dimension whose example size is 1)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        return torch.export.export(model, (example.expand(2, *example.shape[1:]).contiguous(),),
+                                   dynamic_shapes=({0: batch},))
 
 
 def _export_onnx(model, example, out: str, external: bool) -> list[str]:

@@ -31,7 +31,9 @@ from vislearn.errors import UserError
 
 def register(sub) -> None:
     p = sub.add_parser("fewshot", help="n-shot, k-NN and linear-probe accuracy of a frozen backbone")
-    p.add_argument("--weights", required=True, help="weights file (vislearn .safetensors, or a peer's with --model)")
+    p.add_argument("--weights", required=True,
+                   help="weights file (vislearn .safetensors, or a peer's with --model) or a named source "
+                        "(torchvision:TAG with --model, hf-hub:ORG/NAME)")
     p.add_argument("--model", default=None, help="registry name (needed only for a peer's weights file)")
     p.add_argument("--data", required=True, help="ImageFolder tree: DIR/train + DIR/val, or DIR/CLASS/* split here")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 5], help="examples per class (default 1 2 5)")
@@ -74,8 +76,9 @@ def split_folder(root: str | os.PathLike, val_fraction: float, seed: int) -> tup
     return train, test
 
 
-def load_sets(data: str, image_size: int, val_fraction: float, split_seed: int):
-    """``(train, test, layout)`` datasets of centre crops for the two layouts of the module docstring."""
+def load_sets(data: str, image_size: int, val_fraction: float, split_seed: int, transform=None):
+    """``(train, test, layout)`` datasets of centre crops for the two layouts of the module docstring
+    (``transform``: another evaluation transform, e.g. named remote weights' ``data_config.transform()``)."""
     from torch.utils.data import Subset
 
     from vislearn.data.formats import ImageFolderDataset, image_folder_splits
@@ -84,7 +87,7 @@ def load_sets(data: str, image_size: int, val_fraction: float, split_seed: int):
     root = Path(data)
     if not root.is_dir():
         raise UserError(f"--data {root} does not exist or is not a folder")
-    tf = eval_transform(image_size)
+    tf = transform or eval_transform(image_size)
     if (root / "train").is_dir() or (root / "val").is_dir():
         train, test = image_folder_splits(root, image_size, train_tf=tf, eval_tf=tf)
         return train, test, "train/val folders"
@@ -115,6 +118,7 @@ def run(args) -> int:
 
     from vislearn.metrics.frozen import extract_features
     from vislearn.models import create_model_from_weights
+    from vislearn.models.hub import is_remote
     from vislearn.models.registry import get_entry
 
     bad = [v for v in args.shots if v < 1]
@@ -122,12 +126,14 @@ def run(args) -> int:
         raise UserError(f"--shots values must be >= 1, got {bad[0]}")
     if args.splits < 1:
         raise UserError(f"--splits must be >= 1, got {args.splits}")
-    if not Path(args.weights).is_file():
+    if not is_remote(args.weights) and not Path(args.weights).is_file():
         raise UserError(f"--weights {args.weights} is not a file")
     model = create_model_from_weights(args.weights, name=args.model)
     model_name = getattr(model, "model_name", args.model)
-    image_size = args.image_size or get_entry(model_name).input_size[-1]
-    train, test, layout = load_sets(args.data, image_size, args.val_fraction, args.split_seed)
+    config = getattr(model, "data_config", None)  # named remote weights: their own crop/resize/interpolation
+    image_size = args.image_size or (config.crop_size if config else get_entry(model_name).input_size[-1])
+    transform = config.transform() if config is not None and args.image_size is None else None
+    train, test, layout = load_sets(args.data, image_size, args.val_fraction, args.split_seed, transform)
     log = None if args.json else (lambda s: print(s, file=sys.stderr))
     train_x, train_y = extract_features(model, train, batch_size=args.batch_size, log=log)
     test_x, test_y = extract_features(model, test, batch_size=args.batch_size, log=log)

@@ -2,8 +2,11 @@
 
 Preprocessing is the model family's evaluation transform: for ``inception_v3`` (299 px input)
 resize the short side to 342 and take the central 299×299 crop (torchvision's reference); other
-models use their registered input size with the usual 87.5 % crop. ``--resize``/``--crop`` change
-it. Images go in as [0, 1] RGB; the model applies its own normalisation (``model.normalization``),
+models use their registered input size with the usual 87.5 % crop. Named remote weights
+(``--weights torchvision:IMAGENET1K_V1``, ``--weights hf-hub:timm/inception_v3.tv_in1k``) bring their
+own data config (crop, resize, interpolation, mean/std: :mod:`vislearn.models.hub`), which replaces
+that default. ``--resize``/``--crop`` change it (a new ``--crop`` keeps the config's crop fraction).
+Images go in as [0, 1] RGB; the model applies its own normalisation (``model.normalization``),
 which loading torchvision/timm/TF-slim weights sets to what those weights expect.
 
 Weights written by ``vislearn train`` name their model, its options, the class names (an
@@ -24,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="registry name (default: the one vislearn weights name, else inception_v3)")
     p.add_argument("--weights", required=True,
-                   help="weights file: vislearn .safetensors, torchvision/timm .pth/.safetensors, TF-slim .npz")
+                   help="weights file (vislearn .safetensors, torchvision/timm .pth/.safetensors, TF-slim .npz) "
+                        "or a named source: torchvision:IMAGENET1K_V1, hf-hub:timm/inception_v3.tv_in1k")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
     p.add_argument("--crop", type=int, default=None,
                    help="centre-crop size (default: the size the weights were trained at, else the model's)")
@@ -84,17 +88,21 @@ def run(args) -> int:
     meta = weights_metadata(args.weights)
     name = args.model or meta.get("model") or "inception_v3"
     entry = get_entry(name)
-    crop = args.crop or meta.get("image_size") or entry.input_size[-1]
-    if crop < 1 or (args.resize is not None and args.resize < crop):
-        raise UserError(f"--resize must be >= --crop >= 1, got resize {args.resize} crop {crop}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.crop is not None and (args.crop < 1 or (args.resize is not None and args.resize < args.crop)):
+        raise UserError(f"--resize must be >= --crop >= 1, got resize {args.resize} crop {args.crop}")
     model = create_model_from_weights(args.weights, name=name).eval()
+    config = getattr(model, "data_config", None)  # set by named remote weights
+    crop = args.crop or meta.get("image_size") or (config.crop_size if config else entry.input_size[-1])
+    if args.resize is not None and args.resize < crop:
+        raise UserError(f"--resize must be >= --crop >= 1, got resize {args.resize} crop {crop}")
+    resize = args.resize or (round(crop / config.crop_pct) if config else None)
     names = class_names(model, args.classes, meta.get("classes"))
     k = min(args.top, len(names))
-    transform = eval_transform(crop, resize=args.resize)
+    transform = eval_transform(crop, resize=resize, interpolation=config.interpolation if config else "bilinear")
     images = [transform(load_image(p)) for p in args.images]  # every file checked before any work
     runner = model
     if args.fast:

@@ -7,12 +7,18 @@ the pipeline is geometric-only) and return float32 tensors in [0, 1]; models nor
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torchvision.transforms import v2
 
 from vislearn.errors import UserError
 
-__all__ = ["train_transform", "eval_transform", "inception_eval_transform"]
+__all__ = ["DataConfig", "INTERPOLATIONS", "train_transform", "eval_transform", "inception_eval_transform"]
+
+INTERPOLATIONS = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC}
 
 
 def _size(name: str, value: int) -> int:
@@ -40,15 +46,73 @@ def train_transform(image_size: int, scale: tuple[float, float] = (0.08, 1.0), f
     return v2.Compose(steps)
 
 
-def eval_transform(image_size: int, resize: int | None = None) -> v2.Compose:
+def _interpolation(name: str) -> v2.InterpolationMode:
+    if name not in INTERPOLATIONS:
+        raise UserError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
+    return INTERPOLATIONS[name]
+
+
+def eval_transform(image_size: int, resize: int | None = None, interpolation: str = "bilinear") -> v2.Compose:
     """Resize the short side to ``resize`` (default ``round(image_size / 0.875)``, the usual 87.5 % centre
-    crop ratio, e.g. 256 → 224) and take the central ``image_size`` square."""
+    crop ratio, e.g. 256 → 224) with ``interpolation`` (antialiased) and take the central ``image_size``
+    square. Bicubic results are clamped to [0, 1] (as PIL's 8-bit resize saturates)."""
     _size("image_size", image_size)
     resize = round(image_size / 0.875) if resize is None else _size("resize", resize)
     if resize < image_size:
         raise UserError(f"resize ({resize}) must be >= image_size ({image_size})")
-    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),
-                       v2.ToDtype(torch.float32, scale=True)])
+    steps = [v2.ToImage(), v2.Resize(resize, interpolation=_interpolation(interpolation), antialias=True),
+             v2.CenterCrop(image_size), v2.ToDtype(torch.float32, scale=True)]
+    if interpolation == "bicubic":  # cubic weights overshoot on float images; PIL and uint8 saturate
+        steps.append(v2.Lambda(_clamp_unit))
+    return v2.Compose(steps)
+
+
+def _clamp_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the images a set of weights was trained on are prepared for evaluation (timm's
+    ``pretrained_cfg`` / torchvision's ``weights.transforms()``, in one record).
+
+    ``mean``/``std`` are on the [0, 1] scale and are what the model's first layer expects; models apply
+    them inside ``forward`` (``model.normalization``), so :meth:`transform` does not normalise.
+    ``resize`` is the short side before the central ``crop_size`` square.
+    """
+
+    crop_size: int
+    resize: int
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        _size("crop_size", self.crop_size)
+        _size("resize", self.resize)
+        _interpolation(self.interpolation)
+        if self.resize < self.crop_size:
+            raise UserError(f"resize ({self.resize}) must be >= crop_size ({self.crop_size})")
+
+    @classmethod
+    def from_crop_pct(cls, crop_size: int, crop_pct: float, **kwargs) -> DataConfig:
+        """The resize of a ``crop_pct`` centre crop as timm computes it: ``floor(crop_size / crop_pct)``."""
+        if not 0 < crop_pct <= 1:
+            raise UserError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        return cls(crop_size, math.floor(crop_size / crop_pct), **kwargs)
+
+    @property
+    def crop_pct(self) -> float:
+        return self.crop_size / self.resize
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.mean), tuple(self.std)
+
+    def transform(self) -> v2.Compose:
+        """The evaluation pipeline: resize, centre crop, float in [0, 1]."""
+        return eval_transform(self.crop_size, resize=self.resize, interpolation=self.interpolation)
 
 
 def inception_eval_transform() -> v2.Compose:

@@ -6,6 +6,11 @@ never unpickled) and ``.npz`` of named arrays (TF-slim style). A model family re
 with :func:`register_converter`; each recognises a peer's state dict by its keys, maps it to ours and
 names the input normalisation that source expects. Loading reports missing, unexpected and
 mis-shaped keys by name (:func:`vislearn.io.load_state_dict_checked`).
+
+:func:`load_weights` also takes a named remote source (``torchvision:TAG``, ``hf-hub:ORG/NAME``,
+:mod:`vislearn.models.hub`): the file comes from that library's cache, goes through the same reader
+and converters, and its :class:`~vislearn.data.transforms.DataConfig` sets the model's normalisation and
+is kept as ``model.data_config``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from vislearn.data.transforms import DataConfig
 from vislearn.errors import UserError
 from vislearn.io import (
     META_MODEL,
@@ -26,6 +32,7 @@ from vislearn.io import (
     read_metadata,
     read_state_dict,
 )
+from vislearn.models.hub import RemoteWeights, is_remote, model_for, resolve
 from vislearn.registry import Registry
 
 __all__ = ["Converter", "StateDict", "implied_options", "load_weights", "register_converter", "weights_metadata"]
@@ -76,8 +83,18 @@ def implied_options(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
     return conv.options(sd) if conv is not None and conv.options is not None else {}
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "", strict: bool = True) -> None:
-    """Load a local weights file into ``model``, converting a peer's layout when one is recognised."""
+def load_weights(model: nn.Module, path: str | os.PathLike | RemoteWeights, model_name: str = "",
+                 strict: bool = True) -> DataConfig | None:
+    """Load weights into ``model``, converting a peer's layout when one is recognised.
+
+    ``path`` is a local file, a named remote source (``torchvision:TAG``, ``hf-hub:ORG/NAME``) or one
+    already resolved by :func:`vislearn.models.hub.resolve`. Returns the remote weights' data config
+    (also set as ``model.data_config``, with ``model.normalization`` from it), ``None`` for a local file.
+    """
+    remote = None
+    if isinstance(path, RemoteWeights) or is_remote(path):
+        remote = path if isinstance(path, RemoteWeights) else resolve(path, model_name or None)
+        path = remote.path
     sd, meta = read_state_dict(path)
     checked = parse_metadata(meta, path)
     saved_name = checked.get("model")
@@ -91,11 +108,22 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = ""
             normalization = conv.normalization
     if "normalization" in checked:
         normalization = checked["normalization"]
-    load_state_dict_checked(model, sd, source=os.fspath(path), strict=strict)
+    if remote is not None:
+        normalization = remote.data_config.normalization
+    load_state_dict_checked(model, sd, source=remote.spec if remote is not None else os.fspath(path), strict=strict)
     if normalization is not None and hasattr(model, "normalization"):
         model.normalization = normalization
+    if remote is None:
+        return None
+    model.data_config = remote.data_config
+    return remote.data_config
 
 
 def weights_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The vislearn metadata of a weights file: model name, options and normalisation (empty if none)."""
+    """The vislearn metadata of a weights file: model name, options and normalisation (empty if none).
+
+    For a named remote source, only the model it implies (``hf-hub:``), without touching any cache."""
+    if is_remote(path):
+        name = model_for(os.fspath(path))
+        return {"model": name} if name else {}
     return parse_metadata(read_metadata(path), path)

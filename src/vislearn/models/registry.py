@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from vislearn.errors import UserError
 from vislearn.models.convert import implied_options, load_weights, weights_metadata
+from vislearn.models.hub import is_remote, resolve
 from vislearn.registry import Registry
 
 
@@ -81,8 +82,9 @@ def create_model(
         name: a name from :func:`list_models`.
         num_classes: output classes (``None`` keeps the family's default).
         weights: a local path: a vislearn ``.safetensors`` file, or a peer's checkpoint (``.pth``,
-            ``.safetensors``, ``.npz``) recognised by its keys. Missing, unexpected and mis-shaped
-            keys are reported by name.
+            ``.safetensors``, ``.npz``) recognised by its keys; or a named remote source,
+            ``torchvision:TAG`` / ``hf-hub:ORG/NAME`` (:mod:`vislearn.models.hub`), whose data config
+            becomes ``model.data_config``. Missing, unexpected and mis-shaped keys are reported by name.
         normalization: ``(mean, std)`` on the [0, 1] scale that ``forward`` applies first; by default
             the family's (or, when loading a peer's weights, that source's) normalisation.
         **overrides: architecture options of the family (``aux_logits``, ``width``, ...).
@@ -110,8 +112,15 @@ def create_model_from_weights(path: str | os.PathLike, name: str | None = None, 
     A vislearn file names its model and options; ``overrides`` change options (``num_classes=...``).
     ``name`` is needed for a peer's file (torchvision, timm, TF-slim: no metadata); given with a
     vislearn file of another model, loading fails naming both. The stored options are used only when
-    ``name`` is the stored model.
+    ``name`` is the stored model. A named remote source (``torchvision:TAG`` needs ``name``;
+    ``hf-hub:ORG/NAME`` implies it) is resolved once and its file's keys imply the options.
     """
+    if is_remote(path):
+        remote = resolve(os.fspath(path), name)
+        kwargs = {**implied_options(remote.path, remote.model), **overrides}
+        model = create_model(remote.model, **kwargs)
+        load_weights(model, remote, model_name=remote.model)
+        return model
     info = weights_metadata(path)
     stored = info.get("model")
     if name is None and stored is None:

@@ -92,6 +92,8 @@ def resolved_config(name: str, preset: str = "quick", overrides: Overrides = Non
     task, notes = None, {}
     if cfg.batch_per_replica > 0:
         notes["batch_size"] = f"batch_per_replica {cfg.batch_per_replica} × {world} processes (WORLD_SIZE)"
+    if cfg.lr_per_replica > 0:
+        notes["lr"] = f"lr_per_replica {cfg.lr_per_replica:g} × {world} processes (WORLD_SIZE)"
     if cfg.epochs > 0 or cfg.decay_epochs > 0:
         try:
             _, task = build(name, preset, overrides, data)

@@ -10,16 +10,47 @@ and ``ROOT/val``) at 299×299:
   2.0 (Sec. 8);
 * label smoothing ε = 0.1 with a uniform prior (Sec. 7); auxiliary classifier loss weight 0.4
   (TF-slim's trainer; the paper does not give one);
-* batch 32 per replica (Sec. 8: "batch size 32 for 100 epochs" on 50 replicas): the global batch is
-  32 × the number of ``torchrun`` processes (``batch_per_replica``, ``epochs`` and ``decay_epochs`` are
-  engine settings, resolved by :func:`vislearn.train.engine.resolve_config` where the dataset length
-  and the world size are known; the recipe never rewrites its config);
+* batch 32 per replica and lr 0.045 per replica: the global batch is 32 × W and the learning rate
+  0.045 × W for W ``torchrun`` processes (``batch_per_replica``, ``lr_per_replica``, ``epochs`` and
+  ``decay_epochs`` are engine settings, resolved by :func:`vislearn.train.config.resolve_config`
+  where the dataset length and the world size are known; the recipe never rewrites its config).
+  See "Asynchronous replicas" below for why;
 * evaluation with a running average of the weights (Sec. 8). Two different decays must not be
   confused: the exponential moving average of the *weights* used for evaluation is 0.9999
   (``MOVING_AVERAGE_DECAY`` of Google's Inception trainer), while 0.9997 is the *batch-norm
   moving-average* decay of the released models (PAPERS.md §2), set here as ``bn_decay`` and passed
   to the model builder as ``bn_momentum = 1 − bn_decay``;
 * weight decay 4e-5 on convolution/linear weights only (released models), BN ε = 0.001.
+
+Asynchronous replicas → synchronous processes (Sec. 8). The paper trains "using 50 replicas running
+each on a NVidia Kepler GPU with batch size 32 for 100 epochs" in Google's distributed TensorFlow; it
+does not say how the replicas combine, and Google's parameter-server training of the time applied
+each replica's update asynchronously. Seen from the parameter server that is one stream of updates,
+each the gradient of 32 images applied at lr 0.045 (on parameters up to ~49 updates stale), N/32
+updates per epoch of N images, with the lr decayed by 0.94 every two epochs of that stream. Our engine
+is synchronous (DDP: one update averages the gradients of W processes). The equivalence we chose keeps
+what each BN layer sees and what each image contributes to the parameters:
+
+* per process, batch 32: BN normalises over 32 images, as on each of the paper's replicas;
+* per image, step 0.045 / 32: one synchronous update over 32 × W images at lr 0.045 × W moves the
+  parameters as the W batch-32 updates it replaces would, to first order and without their staleness
+  (the linear scaling rule, Goyal et al. 2017, arXiv 1706.02677, Sec. 2.1). The rule is derived for
+  SGD; it carries over because TF-style RMSProp with ε = 1.0 inside the square root is close to SGD
+  with momentum here: with the global gradient norm clipped to 2.0 (Sec. 8) the squared gradients
+  sum to at most 4 over all parameters, and so do their moving averages ``ms`` once the initial 1.0
+  has decayed (decay 0.9: ~10 steps); the denominator √(ms + 1) then lies in [1, √5] for every
+  parameter and within 1e-6 of 1 for all but at most 4 / 2e-6 = 2M of the 24M parameters;
+* per epoch, the schedule: ``epochs=100`` and ``decay_epochs=2`` count images seen, so at any W the
+  run lasts the paper's 100 epochs and the lr decays by 0.94 every two of them.
+
+At W = 1 this is the paper's update sequence without the asynchrony (batch 32, lr 0.045, N/32
+updates per epoch). At W = 50 it is batch 1600 at lr 2.25; Goyal et al. need a gradual warm-up
+(their Sec. 2.2) for large batches, the paper used none, and we have not trained the paper preset at
+that scale (``results/`` holds no such run), so treat large W as untested. Two departures remain at
+W > 1: clipping at 2.0 acts on the mean gradient of 32 × W images rather than on each batch of 32 (it
+clips less often), and the staleness of asynchronous updates, which acts like extra momentum
+(Mitliagkas et al. 2016, arXiv 1605.09774), is absent. To keep the paper's per-update learning rate
+at any W instead, pass ``--set lr=0.045`` (a global ``lr`` turns ``lr_per_replica`` off).
 
 ``quick`` preset: the paper's network (full width) on scikit-learn's digits upscaled to 75×75 (the
 smallest input) as RGB, the same optimiser and loss, bf16 + channels_last, a few minutes on a CPU.
@@ -74,7 +105,9 @@ def inception_v3_paper() -> InceptionConfig:
         model="inception_v3", dataset="imagenet", image_size=299,  # Table 1: 299×299×3 input
         optimizer="rmsprop_tf", rmsprop_decay=0.9, optimizer_eps=1.0,  # Sec. 8: "RMSProp with decay 0.9 and ε = 1.0"
         momentum=0.9,  # not in the paper; TF-slim's RMSProp momentum for the released models
-        lr=0.045,  # Sec. 8: "learning rate of 0.045"
+        # Sec. 8: "learning rate of 0.045" for each batch-32 update of the 50 asynchronous replicas; here
+        # 0.045 × W on the synchronous global batch 32 × W (the linear scaling rule; module docstring)
+        lr=0.045, lr_per_replica=0.045,
         schedule="staircase", decay_rate=0.94, decay_epochs=2.0,  # Sec. 8: "decayed every two epochs ... 0.94"
         clip_grad=2.0,  # Sec. 8: "gradient clipping with threshold 2.0"
         ema_decay=0.9999,  # Sec. 8: "running average of the parameters"; Google's MOVING_AVERAGE_DECAY
@@ -83,8 +116,9 @@ def inception_v3_paper() -> InceptionConfig:
         aux_weight=0.4,  # Sec. 4 aux head; weight 0.4 from TF-slim's trainer (not in the paper)
         aux_logits=True, drop_rate=0.2,  # TF-slim: dropout keep probability 0.8
         weight_decay=4e-5,  # released models' L2 (PAPERS.md §2)
-        batch_per_replica=32, batch_size=32,  # Sec. 8: batch 32 per replica (50 replicas in the paper)
-        epochs=100.0, steps=0,  # Sec. 8: 100 epochs
+        # Sec. 8: "batch size 32" per replica (50 replicas in the paper): BN sees 32 images per process
+        batch_per_replica=32, batch_size=32,
+        epochs=100.0, steps=0,  # Sec. 8: 100 epochs, counted in images seen (any W)
         tf_avg_pool=True, width=1.0,
         eval_every=40_000, ckpt_every=10_000, log_every=100, eval_batch_size=128, precision="fp32",
     )
@@ -95,7 +129,7 @@ def inception_v3_quick() -> InceptionConfig:
     return replace(
         inception_v3_paper(), dataset="digits", image_size=75, num_classes=10,
         epochs=0.0, steps=120, batch_per_replica=0, batch_size=32,
-        lr=0.045, decay_epochs=2.0,
+        lr=0.045, lr_per_replica=0.0, decay_epochs=2.0,  # one global batch and lr at any world size
         ema_decay=0.99,  # a 120-step run needs a short averaging horizon (0.9999 would average the init)
         bn_decay=0.9,  # likewise for BN statistics
         weight_decay=4e-5, eval_every=0, ckpt_every=0, log_every=20, eval_batch_size=150,

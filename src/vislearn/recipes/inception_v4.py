@@ -7,7 +7,8 @@ performed using a running average of the parameters"), so these recipes reuse
 :func:`inception_task` with the weight-decay groups) and change only the model and its options. Each has two presets:
 
 * ``paper`` — Inception-v3's ``paper`` preset (TF RMSProp, lr 0.045 × 0.94 every 2 epochs, gradient
-  clipping 2.0, weight EMA for evaluation, label smoothing 0.1, weight decay 4e-5, 32 per replica)
+  clipping 2.0, weight EMA for evaluation, label smoothing 0.1, weight decay 4e-5, batch 32 and lr
+  0.045 per replica, the v3 recipe's rule for the papers' asynchronous replicas)
   with the v4-paper networks at 299×299 on an ImageNet-layout folder (``--data ROOT``). Differences
   from v3: no auxiliary head (Figs. 9 and 15 show none; timm's models have none either). Label
   smoothing is not mentioned in the v4 paper; it is kept from the v3 recipe the paper builds on.

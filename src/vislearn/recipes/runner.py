@@ -118,7 +118,9 @@ def evaluate(name: str, weights: str | os.PathLike, preset: str = "quick", overr
     """The recipe's evaluation of saved weights, through the same resolution and build as :func:`run`.
 
     Weights written by ``vislearn train NAME`` carry the run's settings: they replace the preset (so
-    the architecture options need no repeating), and ``overrides`` apply on top.
+    the architecture options need no repeating), and ``overrides`` apply on top. Named remote weights
+    (``torchvision:TAG``, ``hf-hub:ORG/NAME``) set the model's normalisation and, on an evaluation set
+    with a ``transform`` (image folders), its resize/crop/interpolation from their data config.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -139,7 +141,9 @@ def evaluate(name: str, weights: str | os.PathLike, preset: str = "quick", overr
     if task.evaluate is None or task.eval_set is None:
         raise UserError(f"recipe {name!r} has no evaluation")
     model = task.model_of(task.module)
-    load_weights(model, weights, model_name=getattr(model, "model_name", ""))
+    config = load_weights(model, weights, model_name=getattr(model, "model_name", ""))
+    if config is not None and hasattr(task.eval_set, "transform"):
+        task.eval_set.transform = config.transform()  # named remote weights bring their own eval transform
     task.module.eval()
     model.eval()
     loader = DataLoader(task.eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size,

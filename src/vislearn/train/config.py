@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: float = 0.0  # > 0: steps = this many epochs
     batch_per_replica: int = 0  # > 0: batch_size = this × the number of processes
     decay_epochs: float = 0.0  # > 0: decay_every = this many epochs of steps
+    lr_per_replica: float = 0.0  # > 0: lr = this × the number of processes (linear scaling at a per-replica batch)
 
 
 def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainConfig:
@@ -67,7 +68,8 @@ def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainC
     ``batch_size = batch_per_replica × world_size`` when ``batch_per_replica > 0``; an epoch is
     ``max(1, train_size // batch_size)`` steps (the engine drops the last partial batch), and
     ``steps = max(1, round(epochs × steps_per_epoch))``, ``decay_every = max(1, round(decay_epochs
-    × steps_per_epoch))`` when those are > 0. ``cfg`` itself is never changed (a pure function).
+    × steps_per_epoch))`` when those are > 0, and ``lr = lr_per_replica × world_size`` when
+    ``lr_per_replica > 0``. ``cfg`` itself is never changed (a pure function).
     """
     changes: dict[str, Any] = {}
     batch = cfg.batch_per_replica * world_size if cfg.batch_per_replica > 0 else cfg.batch_size
@@ -78,4 +80,6 @@ def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainC
         changes["steps"] = max(1, round(cfg.epochs * steps_per_epoch))
     if cfg.decay_epochs > 0:
         changes["decay_every"] = max(1, round(cfg.decay_epochs * steps_per_epoch))
+    if cfg.lr_per_replica > 0:
+        changes["lr"] = cfg.lr_per_replica * world_size
     return dataclasses.replace(cfg, **changes) if changes else dataclasses.replace(cfg)

@@ -91,13 +91,15 @@ TRAIN_RULES: dict[str, Rule] = {
     "epochs": at_least(0),
     "batch_per_replica": at_least(0),
     "decay_epochs": at_least(0),
+    "lr_per_replica": at_least(0),
     "ckpt_minutes": at_least(0),  # 0: no wall-time checkpoints
     "skip_nonfinite": at_least(0),
     "compile_backend": one_of("inductor", "aot_eager", "eager", "cudagraphs"),
 }
 
-# A length or batch stated two ways: when the derived setting (key) is > 0 it replaces the plain one.
-DERIVED: dict[str, str] = {"epochs": "steps", "batch_per_replica": "batch_size", "decay_epochs": "decay_every"}
+# A length, batch or learning rate stated two ways: when the derived setting (key) is > 0 it replaces the plain one.
+DERIVED: dict[str, str] = {"epochs": "steps", "batch_per_replica": "batch_size", "decay_epochs": "decay_every",
+                           "lr_per_replica": "lr"}
 
 
 def rules_of(cls: type) -> dict[str, Rule]:
