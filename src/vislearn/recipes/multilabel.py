@@ -8,6 +8,12 @@ Presets:
 
 * ``quick``: the embedded Zipf-skewed ``shapes`` scenes (:func:`vislearn.data.embedded.shapes_multilabel`,
   20 labels, 32 px), the narrow small-image network with BN, 300 Adam steps on a CPU.
+* ``features``: the ``multilabel`` reproduction's fair-test setting (:mod:`vislearn.recipes.multilabel_features`):
+  81-label shapes scenes with a heavy tail (Zipf 1.2), FIXED random-conv features and a linear head
+  (``dataset=shapes_features``), Adam at a constant lr, early stopping on a 20% validation split of
+  the training images (``val_fraction``, ``val_every``, ``patience``), the best validation head scored
+  on the test scenes. Its weights are a head on those features, not an image model (``vislearn tag``
+  cannot use them).
 * ``paper``: arXiv 1312.4894 Sec. 4–5: the full-width network (Krizhevsky's 5 conv + 3 FC) trained
   from scratch on NUS-WIDE's 81 concepts (``--data`` = the unpacked NUS-WIDE folder, see
   :mod:`vislearn.data.nuswide`), WARP loss with margin 1, evaluated at k = 3. The paper does not
@@ -37,6 +43,7 @@ from vislearn.errors import UserError
 from vislearn.losses.multilabel import MultilabelSoftmaxLoss, PairwiseRankingLoss, WARPLoss
 from vislearn.metrics.multilabel import MultilabelTopK
 from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes.multilabel_features import FeatureHead, ValidationStopping, split_validation
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, between, one_of
 
@@ -58,9 +65,15 @@ class MultilabelConfig(TrainConfig):
     dropout: float = 0.5
     image_size: int = 32
     k: int = 3  # labels assigned per image at evaluation (paper: 3)
-    dataset: str = "shapes"  # shapes (embedded) | nuswide or csv (with --data)
+    dataset: str = "shapes"  # shapes (embedded) | shapes_features (fixed random-conv features of them) | nuswide, csv
     num_labels: int = 20  # embedded shapes scenes only
     num_samples: int = 2000
+    test_samples: int = 0  # embedded test images (0: num_samples)
+    feature_width: int = 32  # shapes_features: channels of the frozen random conv net's first layer
+    feature_seed: int = 0  # shapes_features: the frozen net's weights
+    val_fraction: float = 0.0  # > 0: hold out this share of the training images for early stopping
+    val_every: int = 50  # validation check period (steps)
+    patience: int = 6  # stop after this many checks without a better validation per-class recall@k
     zipf_exponent: float = 1.0
     max_labels: int = 4
     data_seed: int = 0
@@ -69,8 +82,10 @@ class MultilabelConfig(TrainConfig):
         "loss": one_of("softmax", "pairwise", "warp"), "margin": at_least(0), "max_trials": at_least(0),
         "warp_form": one_of("paper", "sampled_pair"), "width": Rule(lambda v: v > 0, "> 0"),
         "norm": one_of("lrn", "bn", "none"), "dropout": between(0, 1, high_open=True), "image_size": at_least(1),
-        "k": at_least(1), "dataset": one_of("shapes", "nuswide", "csv"), "num_labels": at_least(1),
-        "num_samples": at_least(1), "zipf_exponent": at_least(0), "max_labels": at_least(1)}
+        "k": at_least(1), "dataset": one_of("shapes", "shapes_features", "nuswide", "csv"),
+        "num_labels": at_least(1), "num_samples": at_least(1), "test_samples": at_least(0),
+        "feature_width": at_least(1), "zipf_exponent": at_least(0), "max_labels": at_least(1),
+        "val_fraction": between(0, 1, high_open=True), "val_every": at_least(1), "patience": at_least(1)}
 
 
 class MultilabelModule(nn.Module):
@@ -123,6 +138,13 @@ class _RandomHFlip:
 def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
     """(train, eval) datasets with ``.classes``: embedded shapes scenes, NUS-WIDE, or CSV files."""
     if data is None:
+        if cfg.dataset == "shapes_features":
+            from vislearn.recipes.multilabel_features import cached_feature_sets
+
+            kw = dict(num_labels=cfg.num_labels, num_samples=cfg.num_samples, image_size=cfg.image_size,
+                      zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
+            return cached_feature_sets(tuple(sorted(kw.items())), cfg.test_samples or cfg.num_samples,
+                                       cfg.feature_width, cfg.feature_seed)
         if cfg.dataset != "shapes":
             raise UserError(f"dataset {cfg.dataset!r} needs --data PATH (the NUS-WIDE folder, or a folder "
                             "with train.csv and val.csv)")
@@ -131,7 +153,7 @@ def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
         kw = dict(num_labels=cfg.num_labels, num_samples=cfg.num_samples, image_size=cfg.image_size,
                   zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
         return (shapes_multilabel("train", transform=_RandomHFlip() if cfg.flip else None, **kw),
-                shapes_multilabel("test", **kw))
+                shapes_multilabel("test", **{**kw, "num_samples": cfg.test_samples or cfg.num_samples}))
     root = Path(data)
     if not root.is_dir():
         raise UserError(f"--data must be a folder (NUS-WIDE, or train.csv + val.csv), got {data}")
@@ -165,6 +187,13 @@ class MultilabelRecipe(Recipe):
         # differ by an order of magnitude, share one learning rate), no dropout for a 300-step budget
         "quick": MultilabelConfig(steps=300, batch_size=64, lr=1e-3, optimizer="adam", dropout=0.0,
                                   schedule="cosine", warmup_steps=20, log_every=50),
+        # features: the reproduction's fair-test setting (recipes/multilabel_features.py): a linear head on
+        # fixed random-conv features of 81-label scenes with a heavy tail (most/least frequent label ~200x),
+        # trained to convergence: early stopping on a 20% validation split of the training images
+        "features": MultilabelConfig(dataset="shapes_features", num_labels=81, zipf_exponent=1.2, num_samples=6000,
+                                     test_samples=3000, image_size=32, feature_width=32, optimizer="adam", lr=1e-3,
+                                     schedule="constant", warmup_steps=0, batch_size=128, steps=4000,
+                                     val_fraction=0.2, val_every=50, patience=6, dropout=0.0, log_every=0),
         "paper": MultilabelConfig(
             model="multilabel_net", width=1.0, norm="lrn",  # Sec. 4: 5 conv + 3 FC, from scratch
             loss="warp", margin=1.0,  # Sec. 3.3 and Sec. 5: WARP with a margin of 1
@@ -183,13 +212,22 @@ class MultilabelRecipe(Recipe):
             raise UserError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
         if cfg.max_trials < 0:
             raise UserError(f"max_trials must be >= 0 (0: no cap), got {cfg.max_trials}")
+        if cfg.val_fraction > 0 and data is not None:
+            raise UserError("val_fraction needs the embedded data (shapes or shapes_features), not --data")
         train, test = multilabel_datasets(cfg, data)
         classes = list(train.classes)
         if not 1 <= cfg.k <= len(classes):
             raise UserError(f"k must be in [1, {len(classes)}], got {cfg.k}")
-        model = create_model(cfg.model, num_classes=len(classes), label_names=classes, image_size=cfg.image_size,
-                             width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
+        if cfg.dataset == "shapes_features" and data is None:
+            model: nn.Module = FeatureHead(train.images.shape[1], len(classes), label_names=classes)
+        else:
+            model = create_model(cfg.model, num_classes=len(classes), label_names=classes,
+                                 image_size=cfg.image_size, width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
+        hooks = []
+        if cfg.val_fraction > 0:
+            train, val = split_validation(train, cfg.val_fraction, cfg.data_seed)
+            hooks.append(ValidationStopping(model, val, cfg.k, cfg.val_every, cfg.steps, cfg.patience))
         loss = build_multilabel_loss(cfg.loss, len(classes), cfg.margin, cfg.max_trials or None,
                                      warp_form=cfg.warp_form)
-        return Task(MultilabelModule(model, loss), train, test, model=model,
+        return Task(MultilabelModule(model, loss), train, test, model=model, hooks=hooks,
                     evaluate=functools.partial(evaluate_multilabel, k=cfg.k))
