@@ -138,7 +138,11 @@ def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, 
     if data is None:
         raise UserError(f"dataset {cfg.dataset!r} needs --data PATH")
     root = Path(data)
-    if cfg.dataset == "voc":
+    from vislearn.data.shards import is_packed, packed_splits
+
+    if cfg.dataset == "coco" and is_packed(data):  # `vislearn data pack --format coco` shards
+        train, test = packed_splits(data, "train", "val", fmt="coco")
+    elif cfg.dataset == "voc":
         from vislearn.data.voc import VOCDetection
 
         train, test = VOCDetection(root, "train"), VOCDetection(root, "val")

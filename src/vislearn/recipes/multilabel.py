@@ -132,13 +132,20 @@ def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
                   zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
         return (shapes_multilabel("train", transform=_RandomHFlip() if cfg.flip else None, **kw),
                 shapes_multilabel("test", **kw))
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(f"--data must be a folder (NUS-WIDE, or train.csv + val.csv), got {data}")
     from vislearn.data import transforms
+    from vislearn.data.shards import is_packed, packed_splits, read_index
 
     train_tf = transforms.train_transform(cfg.image_size, scale=(0.5, 1.0), flip=cfg.flip)
     eval_tf = transforms.eval_transform(cfg.image_size, resize=cfg.image_size)  # as `vislearn tag` does
+    if is_packed(data):  # `vislearn data pack --format csv|nuswide` shards
+        index = read_index(data)[0]
+        if index["format"] not in ("csv", "nuswide"):
+            raise UserError(f"--data {data} is a packed {index['format']} dataset; multilabel reads csv or nuswide")
+        held_out = next((s for s in ("val", "test") if s in index["splits"]), "val")
+        return packed_splits(data, "train", held_out, train_tf, eval_tf)
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"--data must be a folder (NUS-WIDE, or train.csv + val.csv), got {data}")
     if (root / "Concepts81.txt").exists() or (root / "ConceptsList" / "Concepts81.txt").exists():
         from vislearn.data.nuswide import NUSWIDE
 

@@ -351,8 +351,11 @@ def _eval_bank(cfg: SSLConfig, train: Dataset, data: str | None) -> Dataset:
     if cfg.dataset != "folder":
         return train  # embedded images are already image_size tensors
     from vislearn.data.formats import ImageFolderDataset
+    from vislearn.data.shards import ShardDataset
     from vislearn.data.transforms import eval_transform
 
+    if isinstance(train, ShardDataset):
+        return train.with_transform(eval_transform(cfg.image_size))
     return ImageFolderDataset(train.root, eval_transform(cfg.image_size), classes=train.classes)
 
 
