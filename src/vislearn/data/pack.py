@@ -5,8 +5,12 @@ that fails to read fails here, naming the file) but no image is decoded: each sa
 are written untouched as ``KEY.<ext>`` (the file's own extension) beside ``KEY.json`` with its
 target and source path. Shards are ``<split>-NNNNNN.tar``, a new one started before a sample
 would take the current one past ``shard_size`` bytes (a sample larger than that gets a shard of
-its own). Samples keep the reader's order, so item ``i`` of a packed split is item ``i`` of the
-source split. ``index.json`` (:mod:`vislearn.data.shards`) is written last, atomically: a folder
+its own). A training split (its name starts with ``train``) is written in a seeded random order
+(``shuffle_seed``; WebDataset's advice: shards are read in sequence, so a class-sorted folder must
+be mixed once here, the sampler's shuffle buffer then mixes within a few shards); other splits keep
+the reader's order. Each sample's json records ``index``, its position in the source reader, so
+packed item ``i`` is source item ``json["index"]`` byte for byte. ``index.json``
+(:mod:`vislearn.data.shards`) is written last, atomically: a folder
 without it is an unfinished pack.
 
 Formats and their splits: ``imagefolder`` (``train/`` and ``val/``), ``coco`` (each
@@ -22,7 +26,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from vislearn.data.shards import FORMATS, INDEX_NAME, INDEX_VERSION, sha256_file
@@ -49,7 +53,7 @@ def parse_size(text: str) -> int:
 Record = tuple[Path, dict]
 
 
-def _imagefolder(src: Path) -> tuple[list[str], dict[str, Iterator[Record]], dict[str, list]]:
+def _imagefolder(src: Path) -> tuple[list[str], dict[str, list[Record]], dict[str, list]]:
     from vislearn.data.formats import ImageFolderDataset, image_folder_splits
 
     train, val = image_folder_splits(src, 1)
@@ -121,7 +125,7 @@ def _ext(path: Path) -> str:
     return "jpg" if ext == "jpeg" else ext
 
 
-def _write_split(name: str, rows: list[Record], root: Path, out: Path, shard_size: int,
+def _write_split(name: str, rows: list[tuple[int, Record]], root: Path, out: Path, shard_size: int,
                  progress: Callable[[str], None], done: list[int], total: int, t0: float) -> list[dict]:
     from webdataset import TarWriter
 
@@ -134,7 +138,7 @@ def _write_split(name: str, rows: list[Record], root: Path, out: Path, shard_siz
                        "sha256": sha256_file(path)})
 
     last = 0.0
-    for i, (src, meta) in enumerate(rows):
+    for i, (source_index, (src, meta)) in enumerate(rows):
         try:
             data = src.read_bytes()
         except OSError as e:
@@ -143,7 +147,7 @@ def _write_split(name: str, rows: list[Record], root: Path, out: Path, shard_siz
             rel = str(src.relative_to(root))
         except ValueError:
             rel = str(src)
-        payload = json.dumps({**meta, "path": rel}).encode()
+        payload = json.dumps({**meta, "path": rel, "index": source_index}).encode()
         need = len(data) + len(payload) + 3 * 512
         if writer is not None and count and size + need > shard_size:
             close()
@@ -166,10 +170,11 @@ def _write_split(name: str, rows: list[Record], root: Path, out: Path, shard_siz
 
 
 def pack_dataset(src: str | os.PathLike, fmt: str, out: str | os.PathLike, shard_size: int = 10**9,
-                 progress: Callable[[str], None] | None = None) -> dict:
+                 progress: Callable[[str], None] | None = None, shuffle_seed: int = 0) -> dict:
     """Pack the ``fmt`` dataset at ``src`` into shards under ``out`` (module docstring); the index written.
 
     ``out`` must not exist or be empty. ``progress`` gets a line at most every 2 s (and at the end).
+    ``shuffle_seed`` fixes the order of the training splits.
     """
     from vislearn.io import atomic_write_json
 
@@ -186,10 +191,16 @@ def pack_dataset(src: str | os.PathLike, fmt: str, out: str | os.PathLike, shard
     index: dict = {"vislearn_shards": INDEX_VERSION, "format": fmt, "classes": list(classes), "source": str(src),
                    "splits": {}}
     for name, rows in splits.items():
-        shards = _write_split(name, rows, src, out, shard_size, progress or (lambda _: None), done, total, t0)
+        order = list(range(len(rows)))
+        if name.startswith("train"):
+            import random
+
+            random.Random(shuffle_seed).shuffle(order)
+        shards = _write_split(name, [(i, rows[i]) for i in order], src, out, shard_size,
+                              progress or (lambda _: None), done, total, t0)
         entry: dict = {"samples": len(rows), "shards": shards}
         if name in targets:
-            entry["targets"] = targets[name]
+            entry["targets"] = [targets[name][i] for i in order]
         index["splits"][name] = entry
     atomic_write_json(out / INDEX_NAME, index)
     return index

@@ -14,21 +14,27 @@ is memory-mapped and its members indexed once, so item ``i`` is a seek, not a sc
 map-style, it goes through the engine's ``DistributedSampler`` like every other dataset, which
 gives what streaming a sharded set needs without a second data-order mechanism:
 
-* per-rank splitting: each rank reads a disjoint ``1/world_size`` of every epoch's permutation,
-  the same number of samples on every rank (``drop_last``), so uneven shards never leave one rank
-  with a batch fewer (no hang in a collective);
+* per-rank splitting: the dataset gives the engine its own sampler
+  (:meth:`ShardDataset.distributed_sampler`, :class:`~vislearn.data.samplers.ShardOrderSampler`):
+  each epoch the shards are permuted and cut into one contiguous block per rank of exactly
+  ``len // world_size`` samples, so ranks read disjoint shards and have the same number of batches
+  however uneven the shards are (no rank waits in a collective for one that ran out);
+* a shuffle buffer of ``shuffle_buffer`` samples mixes each rank's block (the training splits were
+  also shuffled once when packed, so a shard is not one class);
 * per-worker splitting: the DataLoader hands each worker whole batches; a worker opens the shards
-  its batches touch (a small LRU of open shards per process) and never a shard's whole content;
-* shuffling: the sampler's full permutation of the epoch; that is what a shuffle buffer
-  approximates, and random access into memory-mapped local shards makes the exact one affordable;
-* exact mid-epoch resume: the order is a function of ``(seed, epoch)``, so a resumed run reads the
-  remaining samples of the epoch exactly (the engine skips the consumed batches by index, reading
-  nothing for them).
+  its batches touch (an LRU of ``lru_size`` open shards per process) and reads only their members;
+* exact mid-epoch resume: the order is a pure function of ``(seed, epoch, world size, rank)``, so a
+  resumed run reads exactly the remaining samples of the epoch (the engine skips the consumed
+  batches by index, reading nothing for them).
+Wrapped in another dataset (a multi-crop or resizing wrapper) it is read through the engine's
+``DistributedSampler`` instead unless the wrapper passes ``distributed_sampler`` on: still correct,
+with random rather than shard-ordered access.
 
 Integrity: opening a dataset checks that every shard exists with the byte size the index records
 (a truncated copy is caught before training starts); the first time a process opens a shard it
 checks the file's SHA-256 against the index (``verify="open"``, the default; ``"size"`` skips the
-hash) and that the tar holds the indexed number of samples. Each failure is a ``UserError``
+hash; in a DataLoader, its first worker hashes, the others read the same shards) and that the tar holds the
+indexed number of samples. Each failure is a ``UserError``
 naming the shard file. ``vislearn data verify DIR`` hashes every shard at once.
 
 ``--data`` accepts the folder, its ``index.json`` or a brace pattern of shards in it
@@ -154,6 +160,13 @@ def _check_hash(path: Path, want: str) -> None:
                         "the file is corrupt or was changed (copy it again or re-pack)")
 
 
+def _checks_hashes() -> bool:
+    """Whether this process hashes the shards it opens: the main process, or a loader's first worker (its
+    siblings read the same shards of this rank, so one hash per shard per rank is enough)."""
+    info = torch.utils.data.get_worker_info()
+    return info is None or info.id == 0
+
+
 class ShardDataset(Dataset):
     """One split of a packed dataset (module docstring); items as the source format's reader gives them.
 
@@ -166,7 +179,7 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, data: str | os.PathLike, split: str, transform: Callable | None = None,
-                 verify: str = "open", lru_size: int = 4) -> None:
+                 verify: str = "open", lru_size: int = 4, shuffle_buffer: int = 2000) -> None:
         if verify not in ("open", "size"):
             raise UserError(f"verify must be 'open' or 'size', got {verify!r}")
         index, folder, names = read_index(data)
@@ -182,6 +195,7 @@ class ShardDataset(Dataset):
         _check_files(folder, shards)
         self.format, self.split, self.classes = index["format"], split, list(index.get("classes", []))
         self.folder, self.transform, self.verify, self.lru_size = folder, transform, verify, lru_size
+        self.shuffle_buffer = shuffle_buffer
         self._entries = shards
         self.shards = [folder / s["name"] for s in shards]
         self._starts = [0]
@@ -209,6 +223,14 @@ class ShardDataset(Dataset):
         state["_open"] = None
         return state
 
+    def distributed_sampler(self, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        """The training order the engine uses for this dataset: whole shards per rank, a shuffle buffer
+        (:class:`~vislearn.data.samplers.ShardOrderSampler`)."""
+        from vislearn.data.samplers import ShardOrderSampler
+
+        return ShardOrderSampler([int(s["samples"]) for s in self._entries], num_replicas=num_replicas, rank=rank,
+                                 seed=seed, buffer=self.shuffle_buffer)
+
     def with_transform(self, transform: Callable | None) -> ShardDataset:
         """The same split read through another transform (no file is reopened here)."""
         import copy
@@ -226,7 +248,7 @@ class ShardDataset(Dataset):
         tar = self._open[k]
         if tar is None:
             path, entry = self.shards[k], self._entries[k]
-            if self.verify == "open" and k not in self._verified:
+            if self.verify == "open" and k not in self._verified and _checks_hashes():
                 _check_hash(path, entry["sha256"])
             try:
                 tar = IndexedTarSamples(path=str(path), stream=open(path, "rb"))

@@ -93,6 +93,8 @@ class ResizedDetection(Dataset):
     def __init__(self, dataset: Dataset, size: int) -> None:
         self.dataset, self.size = dataset, size
         self.classes = getattr(dataset, "classes", None)
+        if hasattr(dataset, "distributed_sampler"):  # a packed dataset's shard order (vislearn.data.shards)
+            self.distributed_sampler = dataset.distributed_sampler
 
     def __len__(self) -> int:
         return len(self.dataset)

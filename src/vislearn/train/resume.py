@@ -16,6 +16,8 @@ takes every ``world_size``-th index of it), so the resumed run trains on the sam
 would have. The per-process random streams (augmentations, dropout) cannot be split differently,
 so they are reseeded with :func:`reseed_value` ``(seed, step, rank)``: deterministic, the same on
 every resume, but not the stream an uninterrupted run at the old world size would have drawn.
+A packed (sharded) dataset orders each rank's own shards (:class:`vislearn.data.samplers.ShardOrderSampler`):
+there the rest of the interrupted epoch follows the new world size's split, and later epochs are whole.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from vislearn.train.metrics_log import dumps_strict
 __all__ = ["MAY_CHANGE_ON_RESUME", "compare_configs", "reseed_value"]
 
 MAY_CHANGE_ON_RESUME = frozenset({"log_every", "ckpt_every", "ckpt_minutes", "ckpt_at_eval", "keep_checkpoints",
-                                  "skip_nonfinite"})
+                                  "skip_nonfinite", "pin_memory"})
 
 
 def compare_configs(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
