@@ -106,8 +106,11 @@ _EIGHT_BIT_MODES = {"RGB", "L"}
 def _decode_opened(im, data: bytes | None, where: str) -> torch.Tensor:
     check_pixel_limit(im, where)
     if data is not None and im.format in _TORCHVISION_FORMATS and im.mode in _EIGHT_BIT_MODES:
-        from torchvision.io import ImageReadMode, decode_image
+        import warnings
 
+        with warnings.catch_warnings():  # torchvision 0.29 announces the move of its decoders to torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_image
         try:
             out = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except RuntimeError:
