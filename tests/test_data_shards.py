@@ -37,10 +37,10 @@ def _imagefolder(root: Path, per_class: int = 4, same_size: bool = False) -> Pat
     return root
 
 
-def _coco(root: Path) -> Path:
+def _coco(root: Path, n_train: int = 5) -> Path:
     rng = np.random.default_rng(1)
     (root / "annotations").mkdir(parents=True)
-    for split, n in (("train2017", 5), ("val2017", 2)):
+    for split, n in (("train2017", n_train), ("val2017", 2)):
         images, anns = [], []
         for i in range(n):
             _image(root / split / f"{i:03d}.jpg", rng, 20, 30)
@@ -181,12 +181,14 @@ class _Recorder(nn.Module):
         return {"loss": (self.w * x.mean()).sum()}
 
 
-def test_engine_resumed_mid_epoch_reads_exactly_the_remaining_samples(tmp_path):
+@pytest.mark.parametrize("workers,persistent", [(0, False), (2, True)])
+def test_engine_resumed_mid_epoch_reads_exactly_the_remaining_samples(tmp_path, workers, persistent):
     from vislearn.train import Task, TrainConfig, Trainer
     from vislearn.train.hooks import Hook
 
     pack_dataset(_imagefolder(tmp_path / "src", same_size=True), "imagefolder", tmp_path / "out", shard_size=900)
-    cfg = TrainConfig(steps=9, batch_size=2, lr=1e-3, log_every=0, eval_every=0, seed=5, num_workers=0)
+    cfg = TrainConfig(steps=9, batch_size=2, lr=1e-3, log_every=0, eval_every=0, seed=5, num_workers=workers,
+                      persistent_workers=persistent)
 
     def task(stop_at: int = 0) -> Task:
         class Stop(Hook):
@@ -250,3 +252,23 @@ def test_pack_cli_progress_index_and_refusals(tmp_path, capsys):
     assert (parse_size("1GB"), parse_size("2GiB"), parse_size("500 MB")) == (10**9, 2 * 2**30, 5 * 10**8)
     with pytest.raises(UserError, match="--shard-size"):
         parse_size("big")
+
+
+def test_recipes_stream_packed_data_of_their_format(tmp_path):
+    from vislearn.recipes.runner import build
+
+    pack_dataset(_imagefolder(tmp_path / "folder"), "imagefolder", tmp_path / "folder_packed")
+    with pytest.warns(UserWarning):
+        pack_dataset(_coco(tmp_path / "coco", n_train=12), "coco", tmp_path / "coco_packed")
+    cases = [("classify", tmp_path / "folder_packed", ["image_size=16", "model=mlp"]),
+             ("classify", f"{tmp_path}/folder_packed/train-000000.tar", ["image_size=16", "model=mlp"]),
+             ("multibox", tmp_path / "coco_packed", [])]
+    for name, data, overrides in cases:
+        cfg, task = build(name, "quick", overrides, str(data))
+        train = getattr(task.train_set, "dataset", task.train_set)
+        assert isinstance(train, ShardDataset), name
+        assert callable(getattr(task.train_set, "distributed_sampler", None))
+        image, _ = task.train_set[0]
+        assert image.dtype == torch.float32 and image.shape[0] == 3
+    with pytest.raises(UserError, match="looks like"):
+        build("multilabel", "quick", [], str(tmp_path / "coco_packed"))

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.losses.multilabel import MultilabelSoftmaxLoss, PairwiseRankingLoss, WARPLoss
 from vislearn.metrics.multilabel import MultilabelTopK
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, between, one_of
 
@@ -173,6 +173,7 @@ class MultilabelRecipe(Recipe):
         "quick": MultilabelConfig(steps=300, batch_size=64, lr=1e-3, optimizer="adam", dropout=0.0,
                                   schedule="cosine", warmup_steps=20, log_every=50),
         "paper": MultilabelConfig(
+            **PAPER_LOADING,
             model="multilabel_net", width=1.0, norm="lrn",  # Sec. 4: 5 conv + 3 FC, from scratch
             loss="warp", margin=1.0,  # Sec. 3.3 and Sec. 5: WARP with a margin of 1
             k=3,  # Sec. 5.2: metrics at top-3 annotations
