@@ -49,21 +49,22 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     return to_float_image(read_image(path))
 
 
-def apply_image_transform(image: torch.Tensor, transform: Callable | None) -> torch.Tensor:
-    """``transform(image)`` (skipped when None), then a ``uint8`` result converted to float in [0, 1]."""
+def apply_image_transform(image: torch.Tensor, transform: Callable | None, to_float: bool = True) -> torch.Tensor:
+    """``transform(image)`` (skipped when None), then a ``uint8`` result converted to float in [0, 1]
+    (``to_float=False``: left as it is, for a later step that crops it, e.g. multi-crop views)."""
     from vislearn.data.decode import to_float_image
 
     if transform is not None:
         image = transform(image)
-    return to_float_image(image) if isinstance(image, torch.Tensor) else image
+    return to_float_image(image) if to_float and isinstance(image, torch.Tensor) else image
 
 
-def read_transformed(path: str | os.PathLike, transform: Callable | None) -> torch.Tensor:
+def read_transformed(path: str | os.PathLike, transform: Callable | None, to_float: bool = True) -> torch.Tensor:
     """The image at ``path`` decoded to ``uint8`` (8-bit files), through ``transform``, then as float in
     [0, 1]: the crop and resize run on ``uint8`` and the conversion to float comes last."""
     from vislearn.data.decode import read_image
 
-    return apply_image_transform(read_image(path), transform)
+    return apply_image_transform(read_image(path), transform, to_float)
 
 
 # --------------------------------------------------------------------------------------- ImageFolder
@@ -77,8 +78,11 @@ class ImageFolderDataset(Dataset):
 
     Items are ``(transform(image), class index)``; ``.classes`` (sorted folder names unless ``classes`` is
     given, e.g. a training split's classes for its validation split), ``.class_to_idx``, ``.samples``
-    (path, index) and ``.targets``.
+    (path, index) and ``.targets``. Setting ``float_output = False`` leaves a ``uint8`` result of the
+    transform as it is (for a wrapper that crops it and converts last, e.g. multi-crop views).
     """
+
+    float_output = True
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
                  classes: Sequence[str] | None = None) -> None:
@@ -109,7 +113,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int):
         path, target = self.samples[i]
-        return read_transformed(path, self.transform), target
+        return read_transformed(path, self.transform, self.float_output), target
 
 
 def image_folder_splits(root: str | os.PathLike, image_size: int, train_tf: Callable | None = None,

@@ -178,6 +178,8 @@ class ShardDataset(Dataset):
     (paths), ``targets`` (classification: a list of ints; multi-label: N×C float).
     """
 
+    float_output = True  # False: a uint8 transform result is returned as it is (as ImageFolderDataset)
+
     def __init__(self, data: str | os.PathLike, split: str, transform: Callable | None = None,
                  verify: str = "open", lru_size: int = 4, shuffle_buffer: int = 2000) -> None:
         if verify not in ("open", "size"):
@@ -232,11 +234,12 @@ class ShardDataset(Dataset):
                                  seed=seed, buffer=self.shuffle_buffer)
 
     def with_transform(self, transform: Callable | None) -> ShardDataset:
-        """The same split read through another transform (no file is reopened here)."""
+        """The same split read through another transform, with float output (no file is reopened here)."""
         import copy
 
         other = copy.copy(self)
         other.transform, other._open, other._verified = transform, None, set(self._verified)
+        other.__dict__.pop("float_output", None)  # float output again (the class default)
         return other
 
     def _shard(self, k: int):
@@ -309,7 +312,7 @@ class ShardDataset(Dataset):
 
                 image, target = apply_detection_transform(self.transform, image, target)
             return to_float_image(image), target
-        return apply_image_transform(image, self.transform), target
+        return apply_image_transform(image, self.transform, self.float_output), target
 
 
 def packed_splits(data: str | os.PathLike, train: str, evaluation: str, train_tf: Callable | None = None,

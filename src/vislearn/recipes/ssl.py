@@ -333,7 +333,9 @@ def _datasets(cfg: SSLConfig, data: str | None) -> tuple[Dataset, Dataset]:
 
         from vislearn.data.formats import image_folder_splits
 
-        return image_folder_splits(data, cfg.image_size, train_tf=v2.Identity())
+        train, held_out = image_folder_splits(data, cfg.image_size, train_tf=v2.Identity())
+        train.float_output = False  # the multi-crop views crop the uint8 image and convert to float last
+        return train, held_out
     if data is not None:
         raise UserError(f"dataset {cfg.dataset!r} is embedded; drop --data or set dataset=folder")
     from vislearn.data import embedded
