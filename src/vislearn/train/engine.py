@@ -487,6 +487,7 @@ class Trainer:
         finally:
             self.writer.close()
             self._release()
+            self._train_loader = None  # ends persistent loader workers with the run
 
     @contextlib.contextmanager
     def _running(self):

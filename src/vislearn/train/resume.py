@@ -31,7 +31,7 @@ from vislearn.train.metrics_log import dumps_strict
 __all__ = ["MAY_CHANGE_ON_RESUME", "compare_configs", "reseed_value"]
 
 MAY_CHANGE_ON_RESUME = frozenset({"log_every", "ckpt_every", "ckpt_minutes", "ckpt_at_eval", "keep_checkpoints",
-                                  "skip_nonfinite", "pin_memory"})
+                                  "skip_nonfinite"})
 
 
 def compare_configs(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
