@@ -81,7 +81,7 @@ def _split_pattern(data: str) -> tuple[Path, list[str] | None]:
     if data.endswith(".tar") or "{" in data:
         import braceexpand
 
-        names = list(braceexpand.braceexpand(data))
+        names = list(braceexpand.braceexpand(os.path.expanduser(data)))
         folders = {str(Path(n).parent) for n in names}
         if len(folders) != 1:
             raise UserError(f"--data {data}: the shards of a pattern must lie in one folder (with its {INDEX_NAME})")
