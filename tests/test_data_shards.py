@@ -272,3 +272,22 @@ def test_recipes_stream_packed_data_of_their_format(tmp_path):
         assert image.dtype == torch.float32 and image.shape[0] == 3
     with pytest.raises(UserError, match="looks like"):
         build("multilabel", "quick", [], str(tmp_path / "coco_packed"))
+
+
+def test_nuswide_pack_keeps_the_official_splits_and_targets(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data_nuswide import make_layout
+    from vislearn.data.nuswide import NUSWIDE
+
+    make_layout(tmp_path / "src")
+    pack_dataset(tmp_path / "src", "nuswide", tmp_path / "out")
+    assert detect_layout(tmp_path / "out") == "nuswide"
+    for split in ("train", "test"):
+        source, packed = NUSWIDE(tmp_path / "src", split), ShardDataset(tmp_path / "out", split)
+        assert len(packed) == len(source) and packed.classes == source.classes
+        for i in range(len(packed)):
+            j = packed.raw(i)[2]["index"]
+            assert packed.raw(i)[1] == source.paths[j].read_bytes()
+            assert torch.equal(packed[i][1], source[j][1]) and torch.equal(packed[i][0], source[j][0])
