@@ -1,6 +1,10 @@
 """On-disk datasets: image files, ImageFolder trees, COCO-json detection and a multi-label CSV.
 
-Every reader returns images as float tensors 3×H×W in [0, 1] (RGB) and reports user mistakes as one
+Every reader returns images as float tensors 3×H×W in [0, 1] (RGB). The data path keeps 8-bit images
+as ``uint8`` until the transform has cropped and resized them (:func:`read_transformed`): a reader's
+``transform`` receives a ``uint8`` tensor for an 8-bit file (a float one for 16-bit/float files) and
+its output is converted to float last, so a full-resolution image is never turned into float32. The
+readers report user mistakes as one
 ``UserError`` naming the file: a corrupt or unreadable image, an empty or missing dataset path, a malformed
 annotation file. Individually bad COCO annotations are skipped, counted in ``.skipped`` and reported in
 one warning.
@@ -23,8 +27,8 @@ from torch.utils.data import Dataset
 from vislearn.data._checks import path_inside
 from vislearn.errors import UserError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "ImageFolderDataset", "image_folder_splits", "CocoDetection",
-           "MultilabelCSV"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "read_transformed", "apply_image_transform", "ImageFolderDataset",
+           "image_folder_splits", "CocoDetection", "MultilabelCSV"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -40,25 +44,27 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         UserError: naming the path, when it is missing, not a file, truncated, not an image, too large,
             or holds samples outside the [0, 1] scale.
     """
-    from PIL import Image
+    from vislearn.data.decode import read_image, to_float_image
 
-    from vislearn.data.decode import check_pixel_limit, pil_to_tensor
+    return to_float_image(read_image(path))
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"image file not found: {p}" if not p.exists() else f"not an image file: {p}")
-    try:
-        with Image.open(p) as im:
-            check_pixel_limit(im, str(p))
-            im.load()
-            return pil_to_tensor(im, str(p))
-    except UserError:
-        raise
-    except Image.DecompressionBombError as e:  # Pillow's own check at open, over twice the limit
-        raise UserError(f"cannot read image {p}: {e} (PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; "
-                        "raise that limit to read it)") from None
-    except Exception as e:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, EOFError...
-        raise UserError(f"cannot read image {p}: {type(e).__name__}: {str(e)[:200]}") from None
+
+def apply_image_transform(image: torch.Tensor, transform: Callable | None, to_float: bool = True) -> torch.Tensor:
+    """``transform(image)`` (skipped when None), then a ``uint8`` result converted to float in [0, 1]
+    (``to_float=False``: left as it is, for a later step that crops it, e.g. multi-crop views)."""
+    from vislearn.data.decode import to_float_image
+
+    if transform is not None:
+        image = transform(image)
+    return to_float_image(image) if to_float and isinstance(image, torch.Tensor) else image
+
+
+def read_transformed(path: str | os.PathLike, transform: Callable | None, to_float: bool = True) -> torch.Tensor:
+    """The image at ``path`` decoded to ``uint8`` (8-bit files), through ``transform``, then as float in
+    [0, 1]: the crop and resize run on ``uint8`` and the conversion to float comes last."""
+    from vislearn.data.decode import read_image
+
+    return apply_image_transform(read_image(path), transform, to_float)
 
 
 # --------------------------------------------------------------------------------------- ImageFolder
@@ -72,8 +78,11 @@ class ImageFolderDataset(Dataset):
 
     Items are ``(transform(image), class index)``; ``.classes`` (sorted folder names unless ``classes`` is
     given, e.g. a training split's classes for its validation split), ``.class_to_idx``, ``.samples``
-    (path, index) and ``.targets``.
+    (path, index) and ``.targets``. Setting ``float_output = False`` leaves a ``uint8`` result of the
+    transform as it is (for a wrapper that crops it and converts last, e.g. multi-crop views).
     """
+
+    float_output = True
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
                  classes: Sequence[str] | None = None) -> None:
@@ -104,20 +113,22 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int):
         path, target = self.samples[i]
-        image = load_image(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, target
+        return read_transformed(path, self.transform, self.float_output), target
 
 
 def image_folder_splits(root: str | os.PathLike, image_size: int, train_tf: Callable | None = None,
                         eval_tf: Callable | None = None) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """``(train, val)`` from ``root/train/CLASS/*`` and ``root/val/CLASS/*``, the val split indexed with the
     train split's classes. Transforms default to ``train_transform(image_size)`` and
-    ``eval_transform(image_size)``.
+    ``eval_transform(image_size)``. A packed imagefolder dataset (:mod:`vislearn.data.shards`: a folder
+    with a shard ``index.json`` or a ``.tar`` pattern) gives its ``train`` and ``val`` splits.
     """
+    from vislearn.data.shards import is_packed, packed_splits
     from vislearn.data.transforms import eval_transform, train_transform
 
+    if is_packed(root):
+        return packed_splits(root, "train", "val", train_tf or train_transform(image_size),
+                             eval_tf or eval_transform(image_size), fmt="imagefolder")
     root = Path(root)
     missing = [d for d in ("train", "val") if not (root / d).is_dir()]
     if missing:
@@ -330,7 +341,4 @@ class MultilabelCSV(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        image = load_image(self.paths[i])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[i]
+        return read_transformed(self.paths[i], self.transform), self.targets[i]

@@ -57,7 +57,14 @@ def _probe(root: Path) -> str | None:
 
 def detect_layout(root: str | os.PathLike) -> str:
     """The :data:`LAYOUTS` name of the folder at ``root`` (or of its one dataset sub-folder, e.g.
-    ``CUB_200_2011/``); a missing folder or one that matches no layout is a ``UserError``."""
+    ``CUB_200_2011/``); a missing folder or one that matches no layout is a ``UserError``.
+
+    A packed dataset (a folder with a shard ``index.json``, or a ``.tar`` brace pattern of its shards;
+    :mod:`vislearn.data.shards`) has the layout of the format it was packed from."""
+    from vislearn.data.shards import LAYOUT_OF, is_packed, read_index
+
+    if is_packed(root):
+        return LAYOUT_OF[read_index(root)[0]["format"]]
     path = Path(root).expanduser()
     if not path.is_dir():
         raise UserError(f"--data {root}: {'not a folder' if path.exists() else 'does not exist'}")

@@ -184,6 +184,8 @@ class MultiCropDataset(Dataset):
         if not isinstance(multicrop, MultiCrop):
             raise UserError(f"multicrop must be a MultiCrop, got {type(multicrop).__name__}")
         self.base, self.multicrop, self.seed = base, multicrop, int(seed)
+        if hasattr(base, "distributed_sampler"):  # a packed dataset's shard order (vislearn.data.shards)
+            self.distributed_sampler = base.distributed_sampler
         self.clock = clock if clock is not None else EpochClock()
 
     def __len__(self) -> int:

@@ -87,7 +87,8 @@ class NUSWIDE(Dataset):
     Args:
         root: the unpacked dataset folder.
         split: ``"train"`` or ``"test"`` (the official split files).
-        transform: applied to each image, a float 3×H×W tensor in [0, 1].
+        transform: applied to each image, a uint8 3×H×W tensor for 8-bit files (float in [0, 1] otherwise);
+            its output is converted to float last (:func:`vislearn.data.formats.read_transformed`).
         image_root: folder holding ``<concept folder>/<file>``; default: the first of
             ``root/Flickr``, ``root/images``, ``root/Images``, ``root`` holding the first image.
         drop_unlabeled: drop images without any of the concepts (Gong et al.'s protocol).
@@ -146,15 +147,12 @@ class NUSWIDE(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from vislearn.data.formats import load_image
+        from vislearn.data.formats import read_transformed
 
         path = self.paths[index]
         if not path.is_file():
             raise UserError(f"NUS-WIDE image not found: {path}")
-        image = load_image(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
+        return read_transformed(path, self.transform), self.targets[index]
 
     def label_frequencies(self) -> torch.Tensor:
         """Images per concept (the skew that makes per-class recall hard)."""

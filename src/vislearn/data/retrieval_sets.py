@@ -20,7 +20,7 @@ the first half of the classes and evaluates retrieval on the other half:
 ``ROOT`` may also be the folder that contains the usual top folder (``CUB_200_2011``,
 ``Stanford_Online_Products``). Targets are 0-based and contiguous *within the split* (``.targets``);
 the dataset's own class ids are kept in ``.class_ids``. Images are read lazily with
-:func:`vislearn.data.formats.load_image` (float 3×H×W in [0, 1]) and passed through ``transform``.
+:func:`vislearn.data.formats.read_transformed` (uint8 through ``transform``, float in [0, 1] last).
 
 The embedded default, :func:`shapes_retrieval`, is a many-class ``shapes_classification`` split
 the same way (first half of the classes for training, second half for testing), so nothing
@@ -67,12 +67,9 @@ class RetrievalImageSet(Dataset):
         path = self.paths[i]
         if not path.is_file():
             raise UserError(f"{self.name}: image {path} listed in the index does not exist")
-        from vislearn.data.formats import load_image
+        from vislearn.data.formats import read_transformed
 
-        x = load_image(path)
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self.targets[i]
+        return read_transformed(path, self.transform), self.targets[i]
 
 
 def _check_split(name: str, split: str) -> None:

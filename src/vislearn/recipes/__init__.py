@@ -29,6 +29,12 @@ from vislearn.registry import Registry
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import DERIVED, check_config
 
+# The data-loader settings of every ``paper`` preset (GPU training on data read from disk): worker
+# processes decode and augment while the GPU trains, kept alive across epochs, batches page-locked.
+# Eight workers keep up with one GPU at the paper sizes (benchmarks/data.py measures decode+augment
+# img/s per worker on your machine); ``quick`` presets keep 0 (CPU, embedded data).
+PAPER_LOADING: dict[str, Any] = {"num_workers": 8, "persistent_workers": True, "pin_memory": True}
+
 
 class Recipe:
     """Base class: subclasses set ``Config``, ``presets`` and implement :meth:`build`.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vislearn.errors import UserError
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.classification import (
     ClassifierModule,
     ClassifyConfig,
@@ -70,6 +70,7 @@ class BatchNormConfig(ClassifyConfig):
 
 
 _PAPER = dict(
+    **PAPER_LOADING,
     model="bn_inception",
     dataset="imagenet",
     image_size=224,  # Appendix, Fig. 5: 224×224 input

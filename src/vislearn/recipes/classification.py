@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vislearn.errors import UserError
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, between
 
@@ -125,7 +125,7 @@ class ClassifyRecipe(Recipe):
     data_formats = {"imagefolder": "folder"}
     presets = {
         "quick": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),
-        "paper": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50),
+        "paper": ClassifyConfig(steps=300, batch_size=60, lr=0.5, log_every=50, **PAPER_LOADING),
     }
 
     def build(self, cfg: ClassifyConfig, data: str | None = None) -> Task:

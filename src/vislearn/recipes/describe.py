@@ -33,6 +33,8 @@ _NOTES = {
     "sync_bn": "synchronise BN statistics across processes", "keep_checkpoints": "newest checkpoints kept",
     "log_every": "steps between logged training metrics (and progress lines without a terminal)",
     "seed": "random seed (model init, data order)", "num_workers": "data-loading worker processes",
+    "persistent_workers": "keep data-loading workers alive across epochs",
+    "pin_memory": "page-locked batches for host-to-GPU copies (CUDA only)",
     "image_size": "input side in pixels", "label_smoothing": "label smoothing of the cross-entropy",
     "aux_weight": "weight of the auxiliary classifier's loss", "drop_rate": "dropout before the classifier",
 }

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from vislearn.losses.dino import DINOLoss
 from vislearn.losses.ensemble import WeightedEnsembleLoss
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.ssl import IMAGENET_TRAIN_IMAGES, SSLConfig, build_ssl_task
 from vislearn.train.engine import Task
 
@@ -64,6 +64,7 @@ DINO_QUICK = DINOConfig(
     min_lr_ratio=0.01, clip_grad=3.0, log_every=50, eval_every=0, num_workers=1)
 
 DINO_PAPER = DINOConfig(
+    **PAPER_LOADING,
     backbone="vit_small_p16",  # Table 2 / Table 7: ViT-S/16
     drop_path=0.1,  # App. B.1: "stochastic depth 0.1"
     heads=16,  # Sec. 5 / Fig. 3a: 16 heads for DINO*-ENT
@@ -85,7 +86,7 @@ DINO_PAPER = DINOConfig(
     min_lr_ratio=1e-5 / 2e-3,  # Table 7: min lr 1e-5
     clip_grad=3.0,  # Table 7: gradient clipping 3.0 for DINO* ViT-S/16
     weight_decay=0.04, weight_decay_end=0.4,  # App. B.1: weight decay 0.04 → 0.4, cosine over the run
-    precision="bf16", log_every=100, eval_every=0, ckpt_every=5000, num_workers=8)
+    precision="bf16", log_every=100, eval_every=0, ckpt_every=5000)
 
 
 @register_recipe("dino")

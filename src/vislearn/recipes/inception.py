@@ -64,7 +64,7 @@ from typing import ClassVar
 import torch.nn as nn
 
 from vislearn.errors import UserError
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.classification import (
     ClassifierModule,
     ClassifyConfig,
@@ -102,6 +102,7 @@ class InceptionConfig(ClassifyConfig):
 def inception_v3_paper() -> InceptionConfig:
     """Sec. 8 of the paper on ImageNet at 299×299 (see the module docstring for sources)."""
     return InceptionConfig(
+        **PAPER_LOADING,
         model="inception_v3", dataset="imagenet", image_size=299,  # Table 1: 299×299×3 input
         optimizer="rmsprop_tf", rmsprop_decay=0.9, optimizer_eps=1.0,  # Sec. 8: "RMSProp with decay 0.9 and ε = 1.0"
         momentum=0.9,  # not in the paper; TF-slim's RMSProp momentum for the released models
@@ -133,6 +134,7 @@ def inception_v3_quick() -> InceptionConfig:
         ema_decay=0.99,  # a 120-step run needs a short averaging horizon (0.9999 would average the init)
         bn_decay=0.9,  # likewise for BN statistics
         weight_decay=4e-5, eval_every=0, ckpt_every=0, log_every=20, eval_batch_size=150,
+        num_workers=0, persistent_workers=False,  # embedded in-memory data: no loader processes
         precision="bf16", channels_last=True,
     )
 

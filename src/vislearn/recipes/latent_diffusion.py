@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from vislearn.errors import UserError
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 
 __all__ = ["LatentDiffusionConfig", "LatentDiffusionModule", "LatentDiffusionRecipe", "autoencoder_images",
@@ -75,7 +75,8 @@ def _quick() -> LatentDiffusionConfig:
 def _paper() -> LatentDiffusionConfig:
     # ε-VAE's latent-model protocol where it fits a U-Net (wave2-methods.md 5.1): Adam lr 1e-4, EMA 0.9999,
     # 250 DDPM sampling steps; batch 256. SWYCC gives none of these.
-    return LatentDiffusionConfig(steps=100_000, batch_size=256, lr=1e-4, optimizer="adamw", weight_decay=0.0,
+    return LatentDiffusionConfig(**PAPER_LOADING,
+                                 steps=100_000, batch_size=256, lr=1e-4, optimizer="adamw", weight_decay=0.0,
                                  schedule="constant", warmup_steps=5000, clip_grad=1.0, ema_decay=0.9999,
                                  width=128, channel_mult=(1, 2, 2), layers_per_block=2, num_train=50_000,
                                  num_eval=5000, eval_samples=5000, sampler="ddpm", sample_steps=250,

@@ -42,7 +42,7 @@ from vislearn.detection.priors import grid_priors, kmeans_aspect_ratios
 from vislearn.errors import UserError
 from vislearn.losses.multibox import MultiBoxLoss
 from vislearn.metrics.detection import proposal_ap, proposal_recall
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, between, one_of
 
@@ -93,6 +93,8 @@ class ResizedDetection(Dataset):
     def __init__(self, dataset: Dataset, size: int) -> None:
         self.dataset, self.size = dataset, size
         self.classes = getattr(dataset, "classes", None)
+        if hasattr(dataset, "distributed_sampler"):  # a packed dataset's shard order (vislearn.data.shards)
+            self.distributed_sampler = dataset.distributed_sampler
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -138,7 +140,11 @@ def detection_datasets(cfg: MultiBoxConfig, data: str | None) -> tuple[Dataset, 
     if data is None:
         raise UserError(f"dataset {cfg.dataset!r} needs --data PATH")
     root = Path(data)
-    if cfg.dataset == "voc":
+    from vislearn.data.shards import is_packed, packed_splits
+
+    if cfg.dataset == "coco" and is_packed(data):  # `vislearn data pack --format coco` shards
+        train, test = packed_splits(data, "train", "val", fmt="coco")
+    elif cfg.dataset == "voc":
         from vislearn.data.voc import VOCDetection
 
         train, test = VOCDetection(root, "train"), VOCDetection(root, "val")
@@ -251,6 +257,7 @@ class MultiBoxRecipe(Recipe):
         "quick": MultiBoxConfig(steps=300, batch_size=32, lr=2e-3, optimizer="adamw", weight_decay=1e-4,
                                 schedule="cosine", warmup_steps=20, log_every=50, clip_grad=10.0),
         "paper": MultiBoxConfig(
+            **PAPER_LOADING,
             backbone="inception_v3", image_size=299,  # Inception backbone at its 299 px input
             grids=(8, 6, 4, 3, 2, 1), num_aspect_ratios=11,  # tree of priors, ≈1,420 (PAPERS.md §4)
             head_width=256, context_width=128,  # context features (Sec. 3); widths are ours

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.losses.multilabel import MultilabelSoftmaxLoss, PairwiseRankingLoss, WARPLoss
 from vislearn.metrics.multilabel import MultilabelTopK
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.multilabel_features import FeatureHead, ValidationStopping, split_validation
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, between, one_of
@@ -154,13 +154,20 @@ def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
                   zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
         return (shapes_multilabel("train", transform=_RandomHFlip() if cfg.flip else None, **kw),
                 shapes_multilabel("test", **{**kw, "num_samples": cfg.test_samples or cfg.num_samples}))
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(f"--data must be a folder (NUS-WIDE, or train.csv + val.csv), got {data}")
     from vislearn.data import transforms
+    from vislearn.data.shards import is_packed, packed_splits, read_index
 
     train_tf = transforms.train_transform(cfg.image_size, scale=(0.5, 1.0), flip=cfg.flip)
     eval_tf = transforms.eval_transform(cfg.image_size, resize=cfg.image_size)  # as `vislearn tag` does
+    if is_packed(data):  # `vislearn data pack --format csv|nuswide` shards
+        index = read_index(data)[0]
+        if index["format"] not in ("csv", "nuswide"):
+            raise UserError(f"--data {data} is a packed {index['format']} dataset; multilabel reads csv or nuswide")
+        held_out = next((s for s in ("val", "test") if s in index["splits"]), "val")
+        return packed_splits(data, "train", held_out, train_tf, eval_tf)
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"--data must be a folder (NUS-WIDE, or train.csv + val.csv), got {data}")
     if (root / "Concepts81.txt").exists() or (root / "ConceptsList" / "Concepts81.txt").exists():
         from vislearn.data.nuswide import NUSWIDE
 
@@ -195,6 +202,7 @@ class MultilabelRecipe(Recipe):
                                      schedule="constant", warmup_steps=0, batch_size=128, steps=4000,
                                      val_fraction=0.2, val_every=50, patience=6, dropout=0.0, log_every=0),
         "paper": MultilabelConfig(
+            **PAPER_LOADING,
             model="multilabel_net", width=1.0, norm="lrn",  # Sec. 4: 5 conv + 3 FC, from scratch
             loss="warp", margin=1.0,  # Sec. 3.3 and Sec. 5: WARP with a margin of 1
             k=3,  # Sec. 5.2: metrics at top-3 annotations

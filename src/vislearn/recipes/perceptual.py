@@ -32,7 +32,7 @@ from vislearn.errors import UserError
 from vislearn.metrics.iqa import krocc, plcc, srocc, two_afc_agreement
 from vislearn.metrics.perceptual import create_metric
 from vislearn.models.perceptual import VGG_STAGES, PerceptualHead, PerceptualMetric
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig, Trainer
 from vislearn.train.hooks import Hook
 from vislearn.train.rules import Rule, at_least, between, one_of
@@ -474,7 +474,8 @@ class PerceptualRecipe(Recipe):
         # The paper states no optimiser settings; Adam on the small head, held-out checks every 20 steps.
         "quick": PerceptualConfig(steps=1500, batch_size=64, lr=0.05, optimizer="adam", eval_every=20,
                                   log_every=20, synthetic_size=96),
-        "paper": PerceptualConfig(steps=5000, batch_size=256, lr=0.01, optimizer="adam", eval_every=100,
+        "paper": PerceptualConfig(**PAPER_LOADING,
+                                  steps=5000, batch_size=256, lr=0.01, optimizer="adam", eval_every=100,
                                   log_every=100, fast=False),
     }
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from vislearn.data.collate import group_collate
 from vislearn.data.samplers import ClassGroups
 from vislearn.errors import UserError
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.rules import Rule, at_least, one_of
@@ -173,6 +173,7 @@ class ProxyNCARecipe(Recipe):
         # Sec. 5 ("Implementation details"): BN-Inception trunk, 64-d embedding, batch 32, RMSProp,
         # proxies with a much higher learning rate; CUB-200-2011 zero-shot split (Sec. 5.1).
         "paper": ProxyNCAConfig(
+            **PAPER_LOADING,
             backbone="bn_inception",  # Sec. 5: Inception with batch normalisation
             embedding_dim=64,  # Sec. 5
             batch_size=32,  # Sec. 5

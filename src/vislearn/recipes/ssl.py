@@ -333,7 +333,9 @@ def _datasets(cfg: SSLConfig, data: str | None) -> tuple[Dataset, Dataset]:
 
         from vislearn.data.formats import image_folder_splits
 
-        return image_folder_splits(data, cfg.image_size, train_tf=v2.Identity())
+        train, held_out = image_folder_splits(data, cfg.image_size, train_tf=v2.Identity())
+        train.float_output = False  # the multi-crop views crop the uint8 image and convert to float last
+        return train, held_out
     if data is not None:
         raise UserError(f"dataset {cfg.dataset!r} is embedded; drop --data or set dataset=folder")
     from vislearn.data import embedded
@@ -351,8 +353,11 @@ def _eval_bank(cfg: SSLConfig, train: Dataset, data: str | None) -> Dataset:
     if cfg.dataset != "folder":
         return train  # embedded images are already image_size tensors
     from vislearn.data.formats import ImageFolderDataset
+    from vislearn.data.shards import ShardDataset
     from vislearn.data.transforms import eval_transform
 
+    if isinstance(train, ShardDataset):
+        return train.with_transform(eval_transform(cfg.image_size))
     return ImageFolderDataset(train.root, eval_transform(cfg.image_size), classes=train.classes)
 
 

@@ -77,7 +77,7 @@ from vislearn.losses.diffusion import WEIGHTINGS, SWYCCLoss
 from vislearn.metrics.generative import high_frequency_energy, psnr, ssim
 from vislearn.models.patchgan import PatchDiscriminator
 from vislearn.models.perceptual import VGG_STAGES
-from vislearn.recipes import Recipe, register_recipe
+from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
 from vislearn.train.hooks import Hook
 
@@ -137,6 +137,7 @@ class SWYCCConfig(TrainConfig):
 def swycc_paper() -> SWYCCConfig:
     """ImageNet 256, batch 256, 1M steps, lr 1e-4 warm-up 10k + cosine, clip 1 (module docstring table)."""
     return SWYCCConfig(
+        **PAPER_LOADING,
         objective="swycc", dataset="imagenet", image_size=256,
         batch_size=256, grad_accum_steps=1,  # [S] batch 256; raise grad_accum_steps when it does not fit
         steps=1_000_000,  # [S] 1M steps
@@ -150,7 +151,7 @@ def swycc_paper() -> SWYCCConfig:
         lambda_l1=1.0, kl_weight=1e-6, disc_weight=0.5, disc_start=50_001,  # SD-VAE kl-f8 config
         disc_ndf=64, disc_layers=3, disc_norm="batch",  # pix2pix / SD PatchGAN
         eval_steps=8, eval_sampler="ddim", precision="bf16", channels_last=True,
-        eval_every=50_000, ckpt_every=10_000, log_every=100, eval_batch_size=64, num_workers=8,
+        eval_every=50_000, ckpt_every=10_000, log_every=100, eval_batch_size=64,
     )
 
 
@@ -166,7 +167,7 @@ def swycc_quick() -> SWYCCConfig:
         perceptual_fast=False,
         disc_start=100, disc_ndf=32, disc_layers=2,  # a 2-layer PatchGAN (34×34 patches) fits 32×32 crops
         eval_steps=8, precision="fp32", channels_last=False,  # fp32: bf16 was not faster here
-        eval_every=0, ckpt_every=0, log_every=50, eval_batch_size=128, num_workers=0,
+        eval_every=0, ckpt_every=0, log_every=50, eval_batch_size=128, num_workers=0, persistent_workers=False,
     )
 
 

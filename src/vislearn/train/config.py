@@ -51,7 +51,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 50
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = 0  # data-loading worker processes (0: in the main process)
+    persistent_workers: bool = False  # keep the training loader's workers alive across epochs (num_workers > 0)
+    pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
     device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
     eval_batch_size: int = 0  # 0: the training batch size
     # Lengths stated in epochs and batches stated per process; :func:`resolve_config` turns them into

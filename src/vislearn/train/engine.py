@@ -76,6 +76,18 @@ __all__ = ["NonFiniteLossError", "Task", "TrainConfig", "TrainResult", "Trainer"
 _now = time.monotonic  # the clock of wall-time checkpoints (a module attribute, so a test can move it)
 
 
+class _Batches:
+    """A batch sampler over a list the engine refills each epoch (the persistent loader's)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
 
 class Trainer:
     """Runs one :class:`Task` under one :class:`TrainConfig`.
@@ -184,8 +196,15 @@ class Trainer:
             raise UserError("precision fp16 needs CUDA; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
         self.ema = ModelEMA(module, c.ema_decay) if c.ema_decay > 0 else None
-        self.sampler = DistributedSampler(self.task.train_set, num_replicas=self.dist.world_size,
-                                          rank=self.dist.rank, shuffle=True, seed=c.seed, drop_last=True)
+        # a dataset may bring its own per-rank order (a sharded one: whole shards per rank, a shuffle buffer)
+        own_sampler = getattr(self.task.train_set, "distributed_sampler", None)
+        if own_sampler is not None:
+            self.sampler = own_sampler(num_replicas=self.dist.world_size, rank=self.dist.rank, seed=c.seed)
+        else:
+            self.sampler = DistributedSampler(self.task.train_set, num_replicas=self.dist.world_size,
+                                              rank=self.dist.rank, shuffle=True, seed=c.seed, drop_last=True)
+        self._train_loader: DataLoader | None = None  # kept across epochs with persistent_workers
+        self._epoch_batches: list[list[int]] = []
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         if self.steps_per_epoch == 0:
             raise UserError("the training set is smaller than one batch per process")
@@ -277,13 +296,30 @@ class Trainer:
         # A dedicated generator: creating the iterator must not consume the global RNG, or a run
         # resumed mid-epoch would draw different augmentations from an uninterrupted one.
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
-        pin = self.device.type == "cuda"
-        if self.task.collate_fn is None and callable(getattr(self.task.train_set, "get_batch", None)):
-            # batched fetch: each sampler item is a whole micro-batch's index list
-            return DataLoader(BatchedAccess(self.task.train_set), sampler=micro, batch_size=None,
-                              num_workers=self.cfg.num_workers, pin_memory=pin, generator=gen)
-        return DataLoader(self.task.train_set, batch_sampler=micro, num_workers=self.cfg.num_workers,
-                          collate_fn=self.task.collate_fn, pin_memory=pin, generator=gen)
+        batched = self.task.collate_fn is None and callable(getattr(self.task.train_set, "get_batch", None))
+
+        def loader(batches) -> DataLoader:
+            if batched:  # in-memory data: each sampler item is a whole micro-batch's index list, one fetch
+                return DataLoader(BatchedAccess(self.task.train_set), sampler=batches, batch_size=None,
+                                  generator=gen, **self._loader_options())
+            return DataLoader(self.task.train_set, batch_sampler=batches, collate_fn=self.task.collate_fn,
+                              generator=gen, **self._loader_options())
+
+        if not self._persistent():
+            return loader(micro)
+        # persistent workers: one loader for the whole run, its batch list replaced each epoch
+        self._epoch_batches[:] = micro
+        if self._train_loader is None:
+            self._train_loader = loader(_Batches(self._epoch_batches))
+        return self._train_loader
+
+    def _persistent(self) -> bool:
+        return self.cfg.persistent_workers and self.cfg.num_workers > 0
+
+    def _loader_options(self) -> dict[str, Any]:
+        """The DataLoader settings of both loaders: worker processes, pinned memory (CUDA only)."""
+        return {"num_workers": self.cfg.num_workers, "persistent_workers": self._persistent(),
+                "pin_memory": self.cfg.pin_memory and self.device.type == "cuda"}
 
     def _epoch_steps(self) -> Iterator[list[Any]]:
         """The rest of the epoch, one list of ``grad_accum_steps`` micro-batches per optimizer step."""
@@ -295,7 +331,8 @@ class Trainer:
         if self.task.eval_set is None:
             return None
         return DataLoader(self.task.eval_set, batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
-                          shuffle=False, num_workers=self.cfg.num_workers, collate_fn=self.task.collate_fn)
+                          shuffle=False, collate_fn=self.task.collate_fn,
+                          **{**self._loader_options(), "persistent_workers": False})
 
     # ----------------------------------------------------------------------------------------- step
     def _set_lr(self) -> float:
@@ -465,6 +502,7 @@ class Trainer:
         finally:
             self.writer.close()
             self._release()
+            self._train_loader = None  # ends persistent loader workers with the run
 
     @contextlib.contextmanager
     def _running(self):

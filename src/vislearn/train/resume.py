@@ -16,6 +16,8 @@ takes every ``world_size``-th index of it), so the resumed run trains on the sam
 would have. The per-process random streams (augmentations, dropout) cannot be split differently,
 so they are reseeded with :func:`reseed_value` ``(seed, step, rank)``: deterministic, the same on
 every resume, but not the stream an uninterrupted run at the old world size would have drawn.
+A packed (sharded) dataset orders each rank's own shards (:class:`vislearn.data.samplers.ShardOrderSampler`):
+there the rest of the interrupted epoch follows the new world size's split, and later epochs are whole.
 """
 
 from __future__ import annotations
