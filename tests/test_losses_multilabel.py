@@ -394,3 +394,11 @@ def test_functional_reductions_by_hand():
     torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="none"), pair_rows)
     torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="sum"), torch.tensor(2.0))
     torch.testing.assert_close(pairwise_ranking_loss(scores, targets, reduction="mean"), torch.tensor(1.0))
+    # WARP (paper form) with every score 0, C = 4: every negative violates, the first draw finds one, so
+    # r = C − 1 = 3 and each (positive, negative) pair pays L(3) = H(3) · hinge 1. Row 0: 1 positive × 3
+    # negatives; row 1: no positive, row 3: no negative (both skipped); row 2: 2 positives × 2 negatives
+    t4 = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    warp_rows = torch.tensor([3 * harmonic(3), 0.0, 4 * harmonic(3), 0.0])
+    for red, expect in (("none", warp_rows), ("sum", warp_rows.sum()), ("mean", warp_rows.sum() / 2)):
+        got = warp_loss(torch.zeros(4, 4), t4, generator=torch.Generator().manual_seed(0), reduction=red)
+        torch.testing.assert_close(got, expect, msg=red)

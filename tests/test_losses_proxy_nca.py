@@ -36,6 +36,24 @@ def test_closed_form_2x3():
     assert loss3(x, y).item() == pytest.approx((l0s + l1s) / 2, abs=1e-5)
 
 
+
+def test_functional_reductions_by_hand():
+    """The 2×3 case above, per sample (``none``), summed and averaged, with the positive excluded or kept."""
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    x = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    y = torch.tensor([0, 2])
+    excluded = torch.tensor([math.log(math.exp(-2) + math.exp(-4)), 2.0 + math.log(math.exp(-2) + 1.0)])
+    # kept in the denominator: sample 0 adds e^0 (d = 0 to p0), sample 1 adds e^-2 (its positive, d = 2)
+    kept = torch.tensor([math.log(1 + math.exp(-2) + math.exp(-4)), 2.0 + math.log(2 * math.exp(-2) + 1.0)])
+    for exclude, rows in ((True, excluded), (False, kept)):
+        kw = dict(exclude_positive=exclude)
+        torch.testing.assert_close(proxy_nca_loss(x, p, y, reduction="none", **kw), rows)
+        torch.testing.assert_close(proxy_nca_loss(x, p, y, reduction="sum", **kw), rows[0] + rows[1])
+        torch.testing.assert_close(proxy_nca_loss(x, p, y, reduction="mean", **kw), (rows[0] + rows[1]) / 2)
+        torch.testing.assert_close(proxy_nca_loss(x, p, y, **kw), (rows[0] + rows[1]) / 2)  # the default
+    with pytest.raises(UserError, match="reduction must be mean, sum or none, got 'avg'"):
+        proxy_nca_loss(x, p, y, reduction="avg")
+
 def test_against_brute_force_random():
     torch.manual_seed(1)
     b, c, d = 16, 10, 8

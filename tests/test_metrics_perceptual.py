@@ -1,6 +1,8 @@
 """The perceptual metric: LPIPS equivalence, caching, fast mode, fitting, evaluation, maps, bad input."""
 
 import os
+import sys
+from pathlib import Path
 
 import lpips
 import pytest
@@ -14,6 +16,9 @@ from vislearn.metrics.perceptual import IQAEvaluation, TwoAFCEvaluation, create_
 from vislearn.metrics.perceptual_maps import region_ablation, sensitivity_map
 from vislearn.recipes.perceptual import PairFeatures, fit
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _oracles import lpips_vgg_peer  # noqa: E402
+
 LIN = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
 
 
@@ -24,19 +29,6 @@ def backbone(tmp_path_factory):
     path = tmp_path_factory.mktemp("vgg") / "vgg16_features.pth"
     torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, path)
     return feats, str(path)
-
-
-def _lpips_with(feats, spatial=False):
-    # pnet_rand=True: lpips builds torchvision's vgg16 without weights (nothing downloads);
-    # pretrained=True loads only its packaged linear layers.
-    ref = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, spatial=spatial, verbose=False)
-    slices = {}
-    for k, v in feats.state_dict().items():
-        i = int(k.split(".")[0])
-        s = 1 if i < 4 else 2 if i < 9 else 3 if i < 16 else 4 if i < 23 else 5
-        slices[f"slice{s}.{k}"] = v
-    ref.net.load_state_dict(slices)
-    return ref.eval()
 
 
 def _pair(n=3, h=48, w=64, seed=0):
@@ -51,10 +43,10 @@ def test_lpips_equivalence(backbone):
     ours = create_metric("lpips_vgg", backbone_weights=path, lin_weights=LIN)
     x, y = _pair()
     with torch.no_grad():
-        peer = _lpips_with(feats)(x, y, normalize=True).flatten()
+        peer = lpips_vgg_peer(feats)(x, y, normalize=True).flatten()
         d = ours(x, y)
         torch.testing.assert_close(d, peer, rtol=1e-5, atol=1e-6)
-        peer_map = _lpips_with(feats, spatial=True)(x, y, normalize=True)
+        peer_map = lpips_vgg_peer(feats, spatial=True)(x, y, normalize=True)
         torch.testing.assert_close(ours(x, y, spatial=True), peer_map, rtol=1e-5, atol=1e-6)
         # pooled per-channel features are a sufficient statistic of the distance
         D = ours.pair_features(x, y)

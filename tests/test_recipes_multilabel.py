@@ -62,12 +62,20 @@ def test_presets_and_bad_settings():
 
 
 def test_module_logs_skipped_rows_and_violations():
-    model = torch.nn.Linear(4, 5)
+    model = torch.nn.Linear(5, 5)  # the identity: the input rows are the scores
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(5)), model.bias.zero_()
     module = MultilabelModule(model, build_multilabel_loss("warp", 5))
-    y = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
-    out = module((torch.randn(2, 4), y))
+    y = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 0, 1, 0], [0, 1, 1, 0, 0], [0, 0, 1, 0, 1]])
+    s = torch.tensor([[3.0, 0.5, 1.2, -1, 0], [0, 0, 0, 0, 0], [2.5, 0.3, 0.2, 1.1, -0.4],
+                      [0.1, 2.0, 0.7, -0.3, 0.4], [1.6, -2, 0.4, 0.3, 3.1]])
+    out = module((s, y))
     assert float(out["skipped_rows"]) == 1.0
-    assert 0.0 <= float(out["violated_frac"]) <= 1.0
+    # by hand: the (row, positive) pairs of the valid rows, and those with a negative inside the margin 1
+    pairs = [(i, j) for i in range(5) for j in range(5) if y[i, j] and 0 < y[i].sum() < 5]
+    violated = [(i, j) for i, j in pairs if any(1 - s[i, j] + s[i, k] > 0 for k in range(5) if not y[i, k])]
+    assert len(pairs) == 8 and 0 < len(violated) < len(pairs)
+    assert float(out["violated_frac"]) == pytest.approx(len(violated) / len(pairs))
 
 
 def _png(path, rng, size=20):

@@ -396,3 +396,47 @@ def test_weight_decay_schedule_changes_the_adamw_update_as_its_formula_says():
     for s in range(4):
         expect *= 1 - 0.5 * (0.9 - 0.8 * 0.5 * (1 + math.cos(math.pi * s / 4)))
     assert float(p) == pytest.approx(expect, rel=1e-6)
+
+
+class _BNProbe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(64, 2))
+
+    def forward(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self.net(x), y)}
+
+
+def _bn_data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.rand(32, 3, 4, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
+
+
+def test_sync_bn_on_one_process_is_the_plain_bn_run():
+    def run(sync_bn):
+        m = _BNProbe()
+        cfg = TrainConfig(steps=3, batch_size=8, lr=0.1, log_every=1, device="cpu", seed=1, sync_bn=sync_bn)
+        tr = Trainer(cfg, Task(m, _bn_data()), None, progress=False)
+        tr.fit()
+        return tr, m.state_dict()
+
+    _, plain = run(False)
+    tr, synced = run(True)
+    assert type(tr.module.net[1]) is nn.BatchNorm2d  # nothing to synchronise: not converted
+    assert plain.keys() == synced.keys() and int(plain["net.1.num_batches_tracked"]) == 3
+    for k in plain:  # the same weights and running statistics, bit for bit
+        assert torch.equal(synced[k], plain[k]), k
+
+
+def test_sync_bn_in_a_cpu_multi_process_run_is_refused_before_training(monkeypatch):
+    import vislearn.train.engine as engine
+    from vislearn.train.distributed import DistInfo
+
+    # a 2-process world as init_distributed reports it (no process group: the refusal comes first)
+    monkeypatch.setattr(engine, "init_distributed", lambda device_type: DistInfo(rank=0, world_size=2))
+    cfg = TrainConfig(steps=3, batch_size=8, lr=0.1, device="cpu", sync_bn=True)
+    with pytest.raises(UserError, match="sync_bn needs CUDA"):
+        Trainer(cfg, Task(_BNProbe(), _bn_data()), None, progress=False)

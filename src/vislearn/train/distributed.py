@@ -99,6 +99,25 @@ def agree_on_main(fn, info: DistInfo):
     return result
 
 
+def sync_batch_norm(module: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``sync_bn``: every BatchNorm layer of ``module`` becomes a ``torch.nn.SyncBatchNorm`` with its
+    parameters and running statistics, so that N processes normalise over the global batch.
+
+    On one process the module is returned unchanged (the local batch is the global batch). Several
+    processes off CUDA are refused: torch's SyncBatchNorm synchronises GPU tensors only (its training
+    forward raises on a CPU tensor under a gloo group).
+    """
+    if not info.enabled:
+        return module
+    if device.type != "cuda":
+        from vislearn.errors import UserError
+
+        raise UserError(f"sync_bn needs CUDA: torch's SyncBatchNorm synchronises GPU tensors only, and this "
+                        f"{info.world_size}-process run is on {device.type}; set sync_bn=false (each process "
+                        "then normalises over its own batch)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -57,6 +57,7 @@ from vislearn.train.distributed import (
     any_of,
     barrier,
     init_distributed,
+    sync_batch_norm,
 )
 from vislearn.train.ema import ModelEMA
 from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
@@ -177,8 +178,8 @@ class Trainer:
         module = self.task.module.to(self.device)
         if c.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        if c.sync_bn and self.dist.enabled:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if c.sync_bn:
+            module = sync_batch_norm(module, self.dist, self.device)
         self.module = module
         groups = self.task.param_groups or [{"params": [p for p in module.parameters() if p.requires_grad]}]
         self.optimizer = build_optimizer(
