@@ -49,6 +49,38 @@ def test_runs_end_to_end_tiny(tmp_path, monkeypatch):
     assert {k: len(v) for k, v in n["grid"].items()} == {"swycc": 2, "gan": 1}
     assert n["grid"]["swycc"][0] == {"lambda_mse": 1.0, **n["arms_per_seed"]["swycc"][0]}  # the default reuses seed 0
     d = n["variance_per_seed"][0]
-    assert 0 <= d["hf_fraction_of_variance"] <= 1 and 0 <= d["hf_fraction_of_image"] <= 1
+    assert set(d) >= {"hf_fraction_of_variance", "hf_fraction_of_image", "mean_pixel_std"}
     assert n["feature_network"]["network"] == "shapes32"
     assert n["settings"]["ae_steps"] == 3 and isinstance(out["passed"], bool)
+
+
+class _StubDecoder:
+    """encode = identity; each decode adds ``a · pattern`` with ``a`` drawn from the generator."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z, steps, generator):
+        import torch
+
+        return z + torch.randn(len(z), 1, 1, 1, generator=generator) * self.pattern
+
+
+@pytest.mark.parametrize("where, expected", [("high", 1.0), ("low", 0.0)])
+def test_variance_fraction_is_the_hand_computed_band_share(where, expected):
+    import math
+
+    import torch
+
+    side = 16
+    i = torch.arange(side)
+    checker = ((-1.0) ** (i.view(-1, 1) + i.view(1, -1))).expand(3, side, side)  # (0.5, 0.5) cycles/px: all above 0.25
+    ramp = torch.cos(2 * math.pi * i / side).view(1, 1, side).expand(3, side, side)  # 1/16 cycles/px: all below
+    # images: 0.5 + 0.1 checker + 0.2 cos -> centred energy 0.01 HW (high) + 0.04 HW / 2 (low): 1/3 above
+    images = (0.5 + 0.1 * checker + 0.2 * ramp).expand(4, 3, side, side).contiguous()
+    d = repro._variance_in_high_frequencies(_StubDecoder(checker if where == "high" else ramp), images, seed=0)
+    assert d["hf_fraction_of_variance"] == pytest.approx(expected, abs=1e-6)  # float32 images
+    assert d["hf_fraction_of_image"] == pytest.approx(1 / 3, rel=1e-6)
