@@ -39,7 +39,7 @@ def test_logging_and_checkpointing_fields_may_change(run_dir):
                       out=run_dir, resume=True, progress=False)
     assert res.step == 2
     assert MAY_CHANGE_ON_RESUME == {"log_every", "ckpt_every", "ckpt_minutes", "ckpt_at_eval", "keep_checkpoints",
-                                    "skip_nonfinite"}
+                                    "skip_nonfinite", "dist_timeout_minutes"}
 
 
 def test_compare_configs_by_hand():
