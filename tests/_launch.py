@@ -79,9 +79,16 @@ def torchrun_standalone(nproc: int) -> list[str]:
     return [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
 
 
+# torchrun's c10d rendezvous shares its TCPStore with the workers by default, and the workers of a restarted
+# group then read the previous group's keys (the restart count that should separate them differs between
+# agents): pytorch/pytorch#135712. Each group gets a store of its own with this.
+AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 def torchrun_agents(nnodes: int, port: int, run_id: str, max_restarts: int = 0) -> list[list[str]]:
     """One launcher prefix per node: ``nnodes`` torchrun agents, one process each, meeting by c10d on
-    127.0.0.1:``port`` (the first agent hosts the rendezvous store; c10d assigns the node ranks)."""
+    127.0.0.1:``port`` (the first agent hosts the rendezvous store; c10d assigns the node ranks; no
+    ``--node-rank``). Run them with ``job_env(**AGENT_ENV)``."""
     return [[PYTHON, "-m", "torch.distributed.run", f"--nnodes={nnodes}", "--nproc-per-node=1",
              "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}",
              f"--rdzv-conf=is_host={int(i == 0)},join_timeout=90", "--local-addr=127.0.0.1",

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 from _faults import assert_same_states, final_states  # noqa: E402
 
 from _ddp import loss_curve  # noqa: E402
-from _launch import free_port, job_env, start, torchrun_agents, wait_all  # noqa: E402
+from _launch import AGENT_ENV, free_port, job_env, start, torchrun_agents, wait_all  # noqa: E402
 from vislearn.cli import main  # noqa: E402
 
 JOB = str(HERE / "_cli_job.py")
@@ -35,7 +35,7 @@ TRAIN = ["train", "classify", "--resume", "auto", "--set", f"steps={STEPS}", "--
 
 def _two_nodes(out: Path, trace: Path, run_id: str, *head: str, max_restarts: int = 0) -> list[tuple[int, str, str]]:
     agents = torchrun_agents(2, free_port(), run_id, max_restarts=max_restarts)
-    env = job_env()
+    env = job_env(**AGENT_ENV)
     procs = [start([*agent, JOB, str(trace), *head, "--", *TRAIN, "--out", str(out)], env) for agent in agents]
     results = wait_all(procs, timeout=150)
     for rc, _, err in results:

@@ -10,6 +10,7 @@ left waiting for one that died or hangs fails with an error instead of blocking 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,6 +40,11 @@ def init_distributed(device_type: str, timeout_minutes: float = 30.0) -> DistInf
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" \
+            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        print("vislearn: warning: torchrun shares its rendezvous store with the workers, and a restarted worker "
+              "group can then read the previous group's addresses and fail to connect (pytorch/pytorch#135712); "
+              "launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 to restart reliably", file=sys.stderr, flush=True)
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
