@@ -16,7 +16,6 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import _dist_loss_job as job  # noqa: E402
 from _launch import job_env, run, torchrun_standalone  # noqa: E402
-
 from vislearn.train.distributed import gather_rows  # noqa: E402
 
 

@@ -43,6 +43,16 @@ def _two_nodes(out: Path, trace: Path, run_id: str, *head: str, max_restarts: in
     return results
 
 
+def test_restart_store_warning_names_the_workaround():
+    from vislearn.train.distributed import restart_store_warning
+
+    shared = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in restart_store_warning(shared)
+    assert restart_store_warning({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None
+    assert restart_store_warning({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # what AGENT_ENV gives
+    assert restart_store_warning({}) is None
+
+
 def _attempts(trace: Path, rank: int) -> list[list[int]]:
     """The steps of each process that held ``rank``, in the order they ran (a restarted one has a new pid)."""
     rows = [json.loads(line) for line in Path(f"{trace}.rank{rank}").read_text().splitlines()]

@@ -40,17 +40,25 @@ def init_distributed(device_type: str, timeout_minutes: float = 30.0) -> DistInf
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" \
-            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
-        print("vislearn: warning: torchrun shares its rendezvous store with the workers, and a restarted worker "
-              "group can then read the previous group's addresses and fail to connect (pytorch/pytorch#135712); "
-              "launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 to restart reliably", file=sys.stderr, flush=True)
+    warning = restart_store_warning(os.environ)
+    if rank == 0 and warning:
+        print(f"vislearn: warning: {warning}", file=sys.stderr, flush=True)
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return DistInfo(rank, world, local)
+
+
+def restart_store_warning(env) -> str | None:
+    """What to tell a user whose torchrun may restart workers that share the agent's store (``env``: the
+    process environment), or None when that is not the case."""
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        return ("torchrun shares its rendezvous store with the workers, and a restarted worker group can then read "
+                "the previous group's addresses and fail to connect (pytorch/pytorch#135712); launch torchrun with "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 to restart reliably")
+    return None
 
 
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
