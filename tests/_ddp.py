@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
+from _launch import PYTHON, job_env, run, torchrun_standalone
 from vislearn.train.checkpoint import latest_checkpoint, load_safetensors
 
 
 def train_one_and_two(train_args: list[str], tmp_path: Path) -> tuple[Path, Path]:
     """Run ``vislearn train *train_args`` alone and with ``torchrun --nproc_per_node=2``; return both out dirs."""
-    torchrun = str(Path(sys.executable).parent / "torchrun")
     cmd = ["-m", "vislearn.cli", "train", *train_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     outs = tmp_path / "one", tmp_path / "two"
-    for launcher, out in (([sys.executable], outs[0]), ([torchrun, "--standalone", "--nproc_per_node=2"], outs[1])):
-        p = subprocess.run([*launcher, *cmd, "--out", str(out)], env=env, capture_output=True, text=True,
-                           timeout=300)
-        assert p.returncode == 0, p.stderr[-3000:]
+    for launcher, out in (([PYTHON], outs[0]), (torchrun_standalone(2), outs[1])):
+        run([*launcher, *cmd, "--out", str(out)], job_env(), timeout=300)
     return outs
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +24,11 @@ sys.path.insert(0, str(HERE))
 
 import _engine_job as job  # noqa: E402
 from _ddp import final_state, loss_curve, train_one_and_two  # noqa: E402
+from _launch import job_env  # noqa: E402
 
 
 def _run_job(out: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(HERE / "_engine_job.py"), str(out), *args], env=env,
+    return subprocess.run([sys.executable, str(HERE / "_engine_job.py"), str(out), *args], env=job_env(),
                           capture_output=True, text=True, timeout=300)
 
 

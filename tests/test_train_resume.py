@@ -39,7 +39,7 @@ def test_logging_and_checkpointing_fields_may_change(run_dir):
                       out=run_dir, resume=True, progress=False)
     assert res.step == 2
     assert MAY_CHANGE_ON_RESUME == {"log_every", "ckpt_every", "ckpt_minutes", "ckpt_at_eval", "keep_checkpoints",
-                                    "skip_nonfinite"}
+                                    "skip_nonfinite", "dist_timeout_minutes"}
 
 
 def test_compare_configs_by_hand():
@@ -47,3 +47,22 @@ def test_compare_configs_by_hand():
     with pytest.raises(UserError, match="a: saved"):
         compare_configs({"a": [1, 2]}, {"a": (2, 1)}, "x")
     assert reseed_value(3, 40, 1) == 3 * 1_000_003 + 40 * 10_007 + 1
+
+
+
+def test_resume_at_another_world_size_reseeds_from_seed_step_and_rank(tmp_path, monkeypatch, capsys):
+    """A checkpoint saved by 2 processes (two RNG states) resumed on one: the random streams are seeded with
+    reseed_value(seed, step, rank), not the saved states and not the fresh run's seed (issue 15.2)."""
+    import torch
+
+    from vislearn.train import engine
+
+    over = {k: v for k, v in {**TINY, "steps": 2, "seed": 5}.items() if k != "hidden"}
+    with monkeypatch.context() as m:
+        m.setattr(engine, "all_gather_objects", lambda obj, info: [obj, obj])  # what 2 processes save
+        recipes.run("classify", "quick", over, out=tmp_path, progress=False)
+    cfg, task = recipes.build("classify", "quick", over)
+    trainer = engine.Trainer(cfg, task, tmp_path, resume=True, progress=False)
+    assert torch.initial_seed() == reseed_value(5, 2, 0) != 5
+    assert trainer.fit().step == 2
+    assert "resuming a 2-process checkpoint on 1: the data order continues at step 2" in capsys.readouterr().err

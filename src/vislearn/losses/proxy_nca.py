@@ -30,8 +30,10 @@ Proxy assignment (Sec. 3.2):
   assigned the proxy nearest to it (smallest mean squared distance over the batch's samples of that
   class, the paper's ``p(u) = argmin_p d(u, p)`` applied per class); every other proxy is a
   negative. Several classes may share a proxy when there are fewer proxies than classes. The
-  assignment is re-computed at every step (no gradient flows through the argmin). Under DDP each
-  process assigns from its own share of the batch.
+  assignment is re-computed at every step (no gradient flows through the argmin). Under ``torchrun``
+  the assignment sees the whole global batch: the (detached) embeddings and labels of every process
+  are gathered, so N processes assign as one process holding the global batch would; the loss of each
+  sample needs only its own embedding and the proxies, so it stays local (DDP averages the gradients).
 
 Differences from pytorch-metric-learning's ``ProxyNCALoss`` (PML 2.x): PML keeps the positive
 proxy in the denominator (a softmax cross-entropy over ``-softmax_scale · d``), drops samples whose
@@ -66,6 +68,7 @@ import torch.nn.functional as F
 
 from vislearn.errors import UserError
 from vislearn.losses._tensors import index_vector, real_matrix
+from vislearn.train.distributed import gather_rows
 
 __all__ = ["ProxyNCALoss", "proxy_nca_loss", "squared_distances"]
 
@@ -267,13 +270,15 @@ class ProxyNCALoss(nn.Module):
         """The positive proxy index of each sample (static: its label; dynamic: its class's nearest proxy)."""
         if self.assignment == "static":
             return labels
-        x = F.normalize(embeddings.detach().float(), dim=1)
+        mine = labels
+        embeddings, labels = gather_rows(embeddings.detach())[0], gather_rows(labels)[0]  # every process's
+        x = F.normalize(embeddings.float(), dim=1)
         p = F.normalize(self.proxies.detach().float(), dim=1)
         d = squared_distances(x, p)  # B × P
         classes, inverse = torch.unique(labels, return_inverse=True)
         per_class = torch.zeros(len(classes), d.shape[1], dtype=d.dtype, device=d.device)
         per_class.index_add_(0, inverse, d)  # sum over a class's samples; argmin of the sum = of the mean
-        return per_class.argmin(1)[inverse]
+        return per_class.argmin(1)[torch.searchsorted(classes, mine)]
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self._check(embeddings, labels)

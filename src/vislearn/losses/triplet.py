@@ -23,6 +23,13 @@ pytorch-metric-learning's ``"semihard"`` miner differs from FaceNet's: it keeps 
 ``0 < d(a,n) - d(a,p) <= margin`` instead of one negative per pair; for ``"all"``/``"hard"`` this
 module equals PML (with ``squared=False``, PML's default ``LpDistance``).
 
+Under ``torchrun`` (``cross_rank=True``, the default) the mining sees the embeddings of every process: each
+process gathers all of them (its own rows keep their gradient, the others' are copies: the all-gather of
+pytorch-metric-learning's ``DistributedLossWrapper``), computes the loss of the whole global batch, and
+scales its gradient (not its value) by the number of processes, which DDP's gradient averaging divides
+out again: N processes give the value and the gradients of one process holding the global batch. Every
+process must then call the loss once per step (it is a collective).
+
 Degenerate batches: a batch without any anchor-positive pair (or whose anchors have no negative)
 gives a zero loss that is still connected to the graph (so DDP and backward work) — random sampling
 produces such batches. A batch whose samples all share **one** class (and more than one sample) is an
@@ -40,6 +47,7 @@ import torch.nn.functional as F
 from vislearn.errors import UserError
 from vislearn.losses._tensors import index_vector, real_matrix
 from vislearn.losses.proxy_nca import squared_distances
+from vislearn.train.distributed import gather_rows, world
 
 __all__ = ["TripletLoss", "pairwise_distances", "triplet_loss"]
 
@@ -103,13 +111,14 @@ class TripletLoss(nn.Module):
         mining: ``"semihard"`` (FaceNet), ``"all"`` or ``"hard"``.
         squared: squared Euclidean distances (FaceNet) or plain Euclidean (pytorch-metric-learning).
         normalize: L2-normalise the embeddings first (FaceNet's unit hypersphere).
+        cross_rank: under ``torchrun``, mine over the embeddings of every process (see the module docstring).
 
     ``forward(embeddings B×D, labels B) -> scalar``. It has no parameters; ``embedding_dim`` is only
     checked when given.
     """
 
     def __init__(self, margin: float = 0.2, mining: str = "semihard", squared: bool = True,
-                 normalize: bool = True, embedding_dim: int | None = None) -> None:
+                 normalize: bool = True, embedding_dim: int | None = None, cross_rank: bool = True) -> None:
         super().__init__()
         if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise UserError(f"margin must be a finite number >= 0, got {margin!r}")
@@ -118,7 +127,7 @@ class TripletLoss(nn.Module):
         if embedding_dim is not None and (not isinstance(embedding_dim, int) or embedding_dim < 1):
             raise UserError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
         self.margin, self.mining, self.squared, self.normalize = float(margin), mining, squared, normalize
-        self.embedding_dim = embedding_dim
+        self.embedding_dim, self.cross_rank = embedding_dim, bool(cross_rank)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mining={self.mining!r}, squared={self.squared}"
@@ -140,8 +149,14 @@ class TripletLoss(nn.Module):
         if not bool(torch.isfinite(embeddings.detach()).all()):
             raise UserError("TripletLoss: embeddings contain NaN or inf")
         labels = labels.to(embeddings.device)
+        size = world()[1] if self.cross_rank else 1
+        if size > 1:  # the global batch: every process's rows, this process's with their gradient
+            embeddings, labels = gather_rows(embeddings)[0], gather_rows(labels)[0]
         if len(labels) > 1 and bool((labels == labels[0]).all()):
             raise UserError(f"TripletLoss: all {len(labels)} samples of the batch have label {int(labels[0])}; "
                             "a triplet needs a negative (sample at least two classes per batch)")
         with torch.autocast(embeddings.device.type, enabled=False):
-            return triplet_loss(embeddings.float(), labels, self.margin, self.mining, self.squared, self.normalize)
+            loss = triplet_loss(embeddings.float(), labels, self.margin, self.mining, self.squared, self.normalize)
+        # each process's gradient reaches only its own rows and DDP averages over processes: scale the gradient
+        # by the world size, keep the value
+        return loss * size - loss.detach() * (size - 1) if size > 1 else loss

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from vislearn.errors import UserError
 from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.evaluation import ShardedEvaluation
 from vislearn.train.rules import Rule, at_least, between
 
 
@@ -49,8 +50,8 @@ class ClassifierModule(nn.Module):
         return {"loss": loss, **logs}
 
 
-def evaluate_classifier(model: nn.Module, loader: DataLoader) -> dict[str, float]:
-    """Top-1/top-5 accuracy, mean cross-entropy and expected calibration error (15 bins)."""
+def classifier_predictions(model: nn.Module, loader: DataLoader) -> dict[str, torch.Tensor]:
+    """Per-sample results: top-1/top-5 hits, cross-entropy, softmax confidence and whether its class is right."""
     device = next(model.parameters()).device
     logits, labels = [], []
     for x, y in loader:
@@ -61,16 +62,29 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader) -> dict[str, float
         labels.append(y)
     z, y = torch.cat(logits), torch.cat(labels)
     k = min(5, z.shape[1])
-    top5 = (z.topk(k, 1).indices == y[:, None]).any(1).float().mean()
-    return {"top1": float((z.argmax(1) == y).float().mean()), f"top{k}": float(top5),
-            "loss": float(F.cross_entropy(z, y)), "ece": expected_calibration_error(z, y)}
+    conf, pred = z.softmax(1).max(1)
+    return {"top1": (z.argmax(1) == y).float(), f"top{k}": (z.topk(k, 1).indices == y[:, None]).any(1).float(),
+            "loss": F.cross_entropy(z, y, reduction="none"), "confidence": conf, "confident_hit": (pred == y).float()}
+
+
+def classifier_metrics(columns: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Top-1/top-5 accuracy, mean cross-entropy and expected calibration error (15 bins) of the whole set."""
+    out = {k: float(v.mean()) for k, v in columns.items() if k not in ("confidence", "confident_hit")}
+    return {**out, "ece": calibration_error(columns["confidence"], columns["confident_hit"])}
+
+
+# Top-1/top-5 accuracy, mean cross-entropy and ECE; under torchrun every process scores its share of the set.
+evaluate_classifier = ShardedEvaluation(classifier_predictions, classifier_metrics)
 
 
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     """ECE with equal-width confidence bins (Guo et al. 2017): Σ_b |B_b|/N · |acc_b − conf_b|."""
-    p = logits.softmax(1)
-    conf, pred = p.max(1)
-    correct = (pred == labels).float()
+    conf, pred = logits.softmax(1).max(1)
+    return calibration_error(conf, (pred == labels).float(), bins)
+
+
+def calibration_error(conf: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
+    """ECE from per-sample confidences and 0/1 correctness (equal-width bins)."""
     edges = torch.linspace(0, 1, bins + 1)
     idx = torch.bucketize(conf, edges[1:-1], right=True)
     ece = torch.zeros(())

@@ -44,10 +44,12 @@ from vislearn.losses.multibox import MultiBoxLoss
 from vislearn.metrics.detection import proposal_ap, proposal_recall
 from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.evaluation import ShardedEvaluation
 from vislearn.train.rules import Rule, at_least, between, one_of
 
 __all__ = ["MultiBoxConfig", "MultiBoxModule", "MultiBoxRecipe", "PostClassifierModule", "ResizedDetection",
-           "build_model", "detection_datasets", "evaluate_proposals", "fit_priors_and_coder", "train_post_classifier"]
+           "build_model", "detection_datasets", "evaluate_proposals", "fit_priors_and_coder", "proposal_evaluation",
+           "train_post_classifier"]
 
 
 @dataclass
@@ -215,10 +217,9 @@ class MultiBoxModule(nn.Module):
         return self.loss(out["loc"].float(), out["logits"].float(), self.model.priors, gts, self.model.coder)
 
 
-def evaluate_proposals(model: nn.Module, loader: DataLoader, top_k: int = 100, nms_iou: float = 0.5,
-                       num_proposals: tuple[int, ...] = (10, 100)) -> dict[str, float]:
-    """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 over the loader; crowd regions
-    (targets' ``iscrowd``) and annotation areas (``area``) go to the evaluator as COCOeval uses them."""
+def proposal_predictions(model: nn.Module, loader: DataLoader, top_k: int = 100,
+                         nms_iou: float = 0.5) -> dict[str, list]:
+    """Per image: the ranked proposals and scores, and the ground truth (boxes, ``iscrowd``, ``area``)."""
     device = model.priors.device
     boxes, scores, gts, crowd, areas = [], [], [], [], []
     for images, targets in loader:
@@ -228,12 +229,33 @@ def evaluate_proposals(model: nn.Module, loader: DataLoader, top_k: int = 100, n
         gts += [t["boxes"].reshape(-1, 4).cpu() for t in targets]
         crowd += [t.get("iscrowd") for t in targets]
         areas += [t.get("area") for t in targets]
+    return {"boxes": boxes, "scores": scores, "gt_boxes": gts, "gt_iscrowd": crowd, "gt_areas": areas}
+
+
+def proposal_metrics(columns: dict[str, list], top_k: int = 100,
+                     num_proposals: tuple[int, ...] = (10, 100)) -> dict[str, float]:
+    """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 of the whole set; crowd regions and
+    annotation areas go to the evaluator as COCOeval uses them."""
     ns = tuple(n for n in num_proposals if n <= top_k) or (top_k,)
-    kw = dict(gt_iscrowd=crowd, gt_areas=areas)
+    boxes, scores, gts = columns["boxes"], columns["scores"], columns["gt_boxes"]
+    kw = dict(gt_iscrowd=columns["gt_iscrowd"], gt_areas=columns["gt_areas"])
     rec = proposal_recall(boxes, scores, gts, iou=0.5, num_proposals=ns, **kw)
     out = {f"recall@{n}": v for n, v in rec.items()}
     out["proposal_ap50"] = proposal_ap(boxes, scores, gts, iou=0.5, max_dets=top_k, **kw)
     return out
+
+
+def proposal_evaluation(top_k: int = 100, nms_iou: float = 0.5,
+                        num_proposals: tuple[int, ...] = (10, 100)) -> ShardedEvaluation:
+    """Proposal recall@n and AP@0.5 as an evaluation every process runs on its share of the images."""
+    return ShardedEvaluation(functools.partial(proposal_predictions, top_k=top_k, nms_iou=nms_iou),
+                             functools.partial(proposal_metrics, top_k=top_k, num_proposals=num_proposals))
+
+
+def evaluate_proposals(model: nn.Module, loader: DataLoader, top_k: int = 100, nms_iou: float = 0.5,
+                       num_proposals: tuple[int, ...] = (10, 100)) -> dict[str, float]:
+    """Proposal recall@n (IoU 0.5) and class-agnostic proposal AP@0.5 over the loader, on one process."""
+    return proposal_evaluation(top_k, nms_iou, num_proposals)(model, loader)
 
 
 def build_model(cfg: MultiBoxConfig) -> nn.Module:
@@ -277,7 +299,7 @@ class MultiBoxRecipe(Recipe):
         loss = MultiBoxLoss(alpha=cfg.alpha, matching=cfg.matching, match_on=cfg.match_on,
                             iou_threshold=cfg.iou_threshold, missing_label_weight=cfg.missing_label_weight,
                             missing_label_iou=cfg.missing_label_iou)
-        evaluate = functools.partial(evaluate_proposals, top_k=cfg.eval_top_k, nms_iou=cfg.nms_iou)
+        evaluate = proposal_evaluation(top_k=cfg.eval_top_k, nms_iou=cfg.nms_iou)
         return Task(MultiBoxModule(model, loss), train, test, evaluate=evaluate, collate_fn=detection_collate,
                     model=model)
 

@@ -23,6 +23,7 @@ rather than other samples).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,9 +38,10 @@ from vislearn.errors import UserError
 from vislearn.recipes import PAPER_LOADING, Recipe, register_recipe
 from vislearn.recipes.classification import num_classes_of
 from vislearn.train.engine import Task, TrainConfig
+from vislearn.train.evaluation import ShardedEvaluation
 from vislearn.train.rules import Rule, at_least, one_of
 
-__all__ = ["MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval",
+__all__ = ["MetricLearningModule", "ProxyNCAConfig", "ProxyNCARecipe", "evaluate_retrieval", "retrieval_evaluation",
            "metric_learning_datasets"]
 
 
@@ -68,13 +70,29 @@ def embed(model: nn.Module, loader: DataLoader, normalize: bool = True) -> tuple
     return torch.cat(xs), torch.cat(ys)
 
 
+def retrieval_predictions(model: nn.Module, loader: DataLoader) -> dict[str, torch.Tensor]:
+    """Normalised embedding and label of each sample."""
+    x, y = embed(model, loader)
+    return {"embedding": x, "label": y}
+
+
+def retrieval_scores(columns: dict[str, torch.Tensor], ks: tuple[int, ...] = (1, 2, 4, 8),
+                     with_nmi: bool = False) -> dict[str, float]:
+    """Recall@k, MAP@R, R-precision (and NMI) over the embeddings of the whole set."""
+    from vislearn.metrics.retrieval import retrieval_metrics
+
+    return retrieval_metrics(columns["embedding"], columns["label"], ks, with_nmi=with_nmi)
+
+
+def retrieval_evaluation(ks: tuple[int, ...] = (1, 2, 4, 8), with_nmi: bool = False) -> ShardedEvaluation:
+    """Zero-shot retrieval as an evaluation every process runs on its share; the metrics see every embedding."""
+    return ShardedEvaluation(retrieval_predictions, functools.partial(retrieval_scores, ks=ks, with_nmi=with_nmi))
+
+
 def evaluate_retrieval(model: nn.Module, loader: DataLoader, ks: tuple[int, ...] = (1, 2, 4, 8),
                        with_nmi: bool = False) -> dict[str, float]:
     """Zero-shot retrieval on ``loader``'s (held-out) classes with normalised embeddings."""
-    from vislearn.metrics.retrieval import retrieval_metrics
-
-    x, y = embed(model, loader)
-    return retrieval_metrics(x, y, ks, with_nmi=with_nmi)
+    return retrieval_evaluation(ks, with_nmi)(model, loader)
 
 
 @dataclass
@@ -154,10 +172,8 @@ def build_task(cfg: ProxyNCAConfig, train: Any, test: Any) -> Task:
         collate = group_collate
     ks = (1, 2, 4, 8)
 
-    def evaluate(m: nn.Module, loader: DataLoader) -> dict[str, float]:
-        return evaluate_retrieval(m, loader, ks, with_nmi=cfg.eval_nmi)
-
-    return Task(module, train, test, evaluate=evaluate, param_groups=groups, collate_fn=collate, model=model)
+    return Task(module, train, test, evaluate=retrieval_evaluation(ks, with_nmi=cfg.eval_nmi), param_groups=groups,
+                collate_fn=collate, model=model)
 
 
 @register_recipe("proxy_nca")

@@ -8,10 +8,13 @@ known, so a config is never rewritten while a recipe builds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrainConfig", "resolve_config"]
+from vislearn.errors import UserError
+
+__all__ = ["TrainConfig", "check_run", "resolve_config"]
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrainConfig:
     pin_memory: bool = True  # page-locked batches for faster host-to-GPU copies (CUDA only)
     device: str = "auto"  # auto (cuda, then cpu) | cpu | cuda | cuda:N
     eval_batch_size: int = 0  # 0: the training batch size
+    dist_timeout_minutes: float = 30.0  # torchrun: a collective waiting longer than this fails (a dead or hung peer)
     # Lengths stated in epochs and batches stated per process; :func:`resolve_config` turns them into
     # ``steps``/``decay_every``/``batch_size`` where the dataset length and the world size are known.
     epochs: float = 0.0  # > 0: steps = this many epochs
@@ -85,3 +89,26 @@ def resolve_config(cfg: TrainConfig, train_size: int, world_size: int) -> TrainC
     if cfg.lr_per_replica > 0:
         changes["lr"] = cfg.lr_per_replica * world_size
     return dataclasses.replace(cfg, **changes) if changes else dataclasses.replace(cfg)
+
+
+def check_run(c: TrainConfig, task: Any) -> None:
+    """Refuse settings the engine cannot run with ``task`` (a :class:`~vislearn.train.task.Task`), naming the value."""
+    if c.steps < 0:
+        raise UserError(f"steps must be >= 0, got {c.steps}")
+    if c.batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {c.batch_size}")
+    if c.grad_accum_steps < 1:
+        raise UserError(f"grad_accum_steps must be >= 1, got {c.grad_accum_steps}")
+    if not 0 <= c.ema_decay < 1:
+        raise UserError(f"ema_decay must be in [0, 1), got {c.ema_decay}")
+    if c.precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"unknown precision {c.precision!r}; choose fp32, bf16 or fp16")
+    if len(task.train_set) < c.batch_size:
+        raise UserError(f"the training set has {len(task.train_set)} samples, fewer than one "
+                        f"batch of {c.batch_size}")
+    if c.ema_decay > 0 and task.model_path() is None:
+        raise UserError("Task.model must be a submodule of Task.module when an EMA is kept (ema_decay > 0)")
+    if not (c.ckpt_minutes >= 0 and math.isfinite(c.ckpt_minutes)):
+        raise UserError(f"ckpt_minutes must be >= 0 (0 disables), got {c.ckpt_minutes}")
+    if c.skip_nonfinite < 0:
+        raise UserError(f"skip_nonfinite must be >= 0, got {c.skip_nonfinite}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import os
 import sys
 import time
@@ -42,13 +41,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vislearn.data.collate import BatchedAccess
 from vislearn.errors import UserError
 from vislearn.io import load_state_dict_checked
 from vislearn.train import checkpoint as ckpt
-from vislearn.train.config import TrainConfig, resolve_config
+from vislearn.train.config import TrainConfig, check_run, resolve_config
 from vislearn.train.device import autocast_context, move_to, resolve_device
 from vislearn.train.distributed import (
     agree_on_main,
@@ -60,6 +59,7 @@ from vislearn.train.distributed import (
     sync_batch_norm,
 )
 from vislearn.train.ema import ModelEMA
+from vislearn.train.evaluation import ShardedEvaluation, evaluate_on_every_process
 from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
 from vislearn.train.metrics_log import MetricsWriter, progress_line
 from vislearn.train.nonfinite import NonFiniteLossError, skip_or_stop
@@ -113,7 +113,7 @@ class Trainer:
                  config_record: dict[str, Any] | None = None) -> None:
         probe = "cuda" if (cfg.device in ("auto", "cuda") or cfg.device.startswith("cuda")) \
             and torch.cuda.is_available() else "cpu"
-        self.dist = init_distributed(probe)
+        self.dist = init_distributed(probe, cfg.dist_timeout_minutes)
         # Epochs and per-replica batches resolve here, where the dataset length and world size are known.
         cfg = resolve_config(cfg, len(task.train_set), self.dist.world_size)
         self.cfg, self.task = cfg, task
@@ -121,7 +121,7 @@ class Trainer:
         self.resume = resume
         self.hooks: list[Hook] = [*task.hooks, *(CallbackHook(fn, self) for fn in callbacks or [])]
         self.config_record = {**(config_record or {}), **dataclasses.asdict(cfg)}
-        self._validate()
+        check_run(cfg, task)
         self.device = resolve_device(cfg.device, self.dist)
         self.progress = progress and self.dist.is_main and sys.stderr.isatty()
         # without a terminal (a log file, a batch job) a CLI run prints one line per log_every steps instead
@@ -150,28 +150,6 @@ class Trainer:
             raise
 
     # ----------------------------------------------------------------------------------------- setup
-    def _validate(self) -> None:
-        c = self.cfg
-        if c.steps < 0:
-            raise UserError(f"steps must be >= 0, got {c.steps}")
-        if c.batch_size < 1:
-            raise UserError(f"batch_size must be >= 1, got {c.batch_size}")
-        if c.grad_accum_steps < 1:
-            raise UserError(f"grad_accum_steps must be >= 1, got {c.grad_accum_steps}")
-        if not 0 <= c.ema_decay < 1:
-            raise UserError(f"ema_decay must be in [0, 1), got {c.ema_decay}")
-        if c.precision not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"unknown precision {c.precision!r}; choose fp32, bf16 or fp16")
-        if len(self.task.train_set) < c.batch_size:
-            raise UserError(f"the training set has {len(self.task.train_set)} samples, fewer than one "
-                            f"batch of {c.batch_size}")
-        if c.ema_decay > 0 and self.task.model_path() is None:
-            raise UserError("Task.model must be a submodule of Task.module when an EMA is kept (ema_decay > 0)")
-        if not (c.ckpt_minutes >= 0 and math.isfinite(c.ckpt_minutes)):
-            raise UserError(f"ckpt_minutes must be >= 0 (0 disables), got {c.ckpt_minutes}")
-        if c.skip_nonfinite < 0:
-            raise UserError(f"skip_nonfinite must be >= 0, got {c.skip_nonfinite}")
-
     def _setup(self) -> None:
         c = self.cfg
         seed_everything(c.seed + self.dist.rank)
@@ -328,10 +306,12 @@ class Trainer:
         while group := list(itertools.islice(it, self.cfg.grad_accum_steps)):
             yield group
 
-    def eval_loader(self) -> DataLoader | None:
-        if self.task.eval_set is None:
+    def eval_loader(self, dataset: Dataset | None = None) -> DataLoader | None:
+        """A loader over ``dataset`` (default: the task's evaluation set; None when there is none)."""
+        dataset = self.task.eval_set if dataset is None else dataset
+        if dataset is None:
             return None
-        return DataLoader(self.task.eval_set, batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
+        return DataLoader(dataset, batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
                           shuffle=False, collate_fn=self.task.collate_fn,
                           **{**self._loader_options(), "persistent_workers": False})
 
@@ -465,18 +445,24 @@ class Trainer:
         return bool(all_reduce_mean(torch.tensor([float(stop)], device=self.device), self.dist).item() > 0)
 
     def evaluate(self) -> dict[str, float]:
-        """Run the task's ``evaluate`` on the main process (EMA weights when kept and ``ema_eval``)."""
-        loader = self.eval_loader()
+        """Run the task's ``evaluate`` (EMA weights when kept and ``ema_eval``): a :class:`ShardedEvaluation` on
+        every process, each on its share of the set (:mod:`vislearn.train.evaluation`), else on the main one."""
         metrics: dict[str, float] = {}
-        if self.task.evaluate is not None and self.dist.is_main:
+        sharded = isinstance(self.task.evaluate, ShardedEvaluation) and self.dist.enabled \
+            and self.task.eval_set is not None
+        if self.task.evaluate is not None and (sharded or self.dist.is_main):
             target = self.inference_model(use_ema=self.cfg.ema_eval)
             was_training = target.training
             target.eval()
             try:
                 with torch.no_grad(), autocast_context(self.cfg.precision, self.device):
-                    metrics = {k: float(v) for k, v in self.task.evaluate(target, loader).items()}
+                    metrics = evaluate_on_every_process(self.task.evaluate, target, self.task.eval_set,
+                                                        self.eval_loader, self.dist) if sharded \
+                        else self.task.evaluate(target, self.eval_loader())
+                metrics = {k: float(v) for k, v in metrics.items()}
             finally:
                 target.train(was_training)
+        if self.task.evaluate is not None and self.dist.is_main:
             record = {"step": self.step, "split": "eval", **metrics}
             self.history.append(record)
             self.writer.write(record)

@@ -5,7 +5,8 @@ recipe, preset, data path and every field after resolution (``steps`` from ``epo
 from ``batch_per_replica`` × processes). Resuming with any field that changes what is trained
 refused with a message naming the field, its saved value and the new one. Only the fields in
 :data:`MAY_CHANGE_ON_RESUME` may differ: they change logging and checkpointing, never the weights
-(``skip_nonfinite`` is the knob that lets a run stopped by a non-finite loss continue). A field that
+(``skip_nonfinite`` is the knob that lets a run stopped by a non-finite loss continue; a job that hit
+the process-group timeout may resume with a longer ``dist_timeout_minutes``). A field that
 one side lacks (a field added to the library after the checkpoint was written) is not compared.
 ``eval_every`` is compared: an evaluation feeds early-stopping hooks and the best-state choice of
 some recipes (perceptual), so it can change the result.
@@ -31,7 +32,7 @@ from vislearn.train.metrics_log import dumps_strict
 __all__ = ["MAY_CHANGE_ON_RESUME", "compare_configs", "reseed_value"]
 
 MAY_CHANGE_ON_RESUME = frozenset({"log_every", "ckpt_every", "ckpt_minutes", "ckpt_at_eval", "keep_checkpoints",
-                                  "skip_nonfinite"})
+                                  "skip_nonfinite", "dist_timeout_minutes"})
 
 
 def compare_configs(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:

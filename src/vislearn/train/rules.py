@@ -88,6 +88,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "num_workers": at_least(0),
     "device": device_name(),
     "eval_batch_size": at_least(0),
+    "dist_timeout_minutes": Rule(lambda v: v > 0, "> 0"),
     "epochs": at_least(0),
     "batch_per_replica": at_least(0),
     "decay_epochs": at_least(0),

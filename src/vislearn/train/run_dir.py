@@ -12,7 +12,8 @@ Policy (the engine applies it on the main process before anything is written):
   ``torchrun --max-restarts`` before it ever checkpointed.
 * The lock ``<out>/.vislearn.lock`` (JSON: pid, host, process start time, torchelastic run id and
   restart count) keeps two runs out of one folder. A lock left by a process that no longer runs
-  on this host (or by an earlier attempt of the same torchelastic job) is taken over with a message;
+  on this host (or by an earlier worker group of the same torchelastic job, on any host: the
+  ``--rdzv-id``, unless it is torchrun's default ``none``) is taken over with a message;
   a live one is refused naming its pid and host. A lock from another host cannot be checked from
   here: the message says to delete the file if that run is gone.
 """
@@ -156,8 +157,12 @@ class RunLock:
         me = _me()
         if other.get("pid") == me["pid"] and other.get("host") == me["host"]:
             return "this process"  # an earlier Trainer of this process (e.g. one that failed)
-        if me["run_id"] and other.get("run_id") == me["run_id"] and me["restart"] > int(other.get("restart", 0)):
-            return f"attempt {other.get('restart', 0)} of torchelastic job {me['run_id']}, restarted"
+        # One torchelastic job runs one worker group at a time, and torchrun stops a group before it starts the
+        # next, so a lock of the same job is an earlier group's. Restart counts cannot tell (a node whose worker
+        # did not fail restarts without counting), except under torchrun's default run id "none", shared by jobs.
+        if me["run_id"] and other.get("run_id") == me["run_id"] and (
+                me["run_id"] != "none" or me["restart"] > int(other.get("restart", 0))):
+            return f"an earlier worker group (attempt {other.get('restart', 0)}) of torchelastic job {me['run_id']}"
         if other.get("host") == me["host"] and isinstance(other.get("pid"), int) \
                 and not _alive(other["pid"], other.get("start")):
             return f"process {other['pid']} no longer runs"

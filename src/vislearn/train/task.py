@@ -25,7 +25,8 @@ class Task:
         eval_set: optional evaluation dataset.
         evaluate: ``evaluate(model, loader) -> {name: float}``, given ``model`` (below; the EMA
             copy's when the EMA weights are evaluated) in eval mode under ``torch.no_grad``, on
-            the main process.
+            the main process; a :class:`~vislearn.train.evaluation.ShardedEvaluation` runs on every
+            process, each on its share of ``eval_set``, its results gathered exactly.
         param_groups: optimizer groups over ``module``'s parameters (each may carry ``lr_mult``);
             default: one group of all parameters.
         collate_fn: collate for both loaders (default: torch's).
