@@ -43,7 +43,6 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from vislearn.data.collate import BatchedAccess
 from vislearn.errors import UserError
 from vislearn.io import load_state_dict_checked
 from vislearn.train import checkpoint as ckpt
@@ -61,13 +60,14 @@ from vislearn.train.distributed import (
 from vislearn.train.ema import ModelEMA
 from vislearn.train.evaluation import ShardedEvaluation, evaluate_on_every_process
 from vislearn.train.hooks import CallbackHook, Hook, overrides_should_stop
+from vislearn.train.loading import EpochBatches, eval_loader, loader_options, persistent, train_loader
 from vislearn.train.metrics_log import MetricsWriter, progress_line
 from vislearn.train.nonfinite import NonFiniteLossError, skip_or_stop
 from vislearn.train.optim import build_optimizer
 from vislearn.train.resume import compare_configs, reseed_value
 from vislearn.train.rng import rng_state, seed_everything, set_rng_state
 from vislearn.train.run_dir import RunLock, prepare_out_dir, say
-from vislearn.train.schedules import cosine, lr_factor
+from vislearn.train.schedules import apply_schedules
 from vislearn.train.signals import stop_on_signals
 from vislearn.train.task import Task, TrainResult
 
@@ -75,19 +75,6 @@ __all__ = ["NonFiniteLossError", "Task", "TrainConfig", "TrainResult", "Trainer"
            "resolve_config", "resolve_device", "seed_everything"]
 
 _now = time.monotonic  # the clock of wall-time checkpoints (a module attribute, so a test can move it)
-
-
-class _Batches:
-    """A batch sampler over a list the engine refills each epoch (the persistent loader's)."""
-
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(list(self.batches))
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 class Trainer:
@@ -275,30 +262,15 @@ class Trainer:
         # A dedicated generator: creating the iterator must not consume the global RNG, or a run
         # resumed mid-epoch would draw different augmentations from an uninterrupted one.
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
-        batched = self.task.collate_fn is None and callable(getattr(self.task.train_set, "get_batch", None))
-
-        def loader(batches) -> DataLoader:
-            if batched:  # in-memory data: each sampler item is a whole micro-batch's index list, one fetch
-                return DataLoader(BatchedAccess(self.task.train_set), sampler=batches, batch_size=None,
-                                  generator=gen, **self._loader_options())
-            return DataLoader(self.task.train_set, batch_sampler=batches, collate_fn=self.task.collate_fn,
-                              generator=gen, **self._loader_options())
-
-        if not self._persistent():
-            return loader(micro)
+        options = loader_options(self.cfg, self.device)
+        if not persistent(self.cfg):
+            return train_loader(self.task.train_set, micro, self.task.collate_fn, gen, options)
         # persistent workers: one loader for the whole run, its batch list replaced each epoch
         self._epoch_batches[:] = micro
         if self._train_loader is None:
-            self._train_loader = loader(_Batches(self._epoch_batches))
+            self._train_loader = train_loader(self.task.train_set, EpochBatches(self._epoch_batches),
+                                              self.task.collate_fn, gen, options)
         return self._train_loader
-
-    def _persistent(self) -> bool:
-        return self.cfg.persistent_workers and self.cfg.num_workers > 0
-
-    def _loader_options(self) -> dict[str, Any]:
-        """The DataLoader settings of both loaders: worker processes, pinned memory (CUDA only)."""
-        return {"num_workers": self.cfg.num_workers, "persistent_workers": self._persistent(),
-                "pin_memory": self.cfg.pin_memory and self.device.type == "cuda"}
 
     def _epoch_steps(self) -> Iterator[list[Any]]:
         """The rest of the epoch, one list of ``grad_accum_steps`` micro-batches per optimizer step."""
@@ -311,26 +283,11 @@ class Trainer:
         dataset = self.task.eval_set if dataset is None else dataset
         if dataset is None:
             return None
-        return DataLoader(dataset, batch_size=self.cfg.eval_batch_size or self.cfg.batch_size,
-                          shuffle=False, collate_fn=self.task.collate_fn,
-                          **{**self._loader_options(), "persistent_workers": False})
+        return eval_loader(dataset, self.cfg, self.task.collate_fn, self.device)
 
     # ----------------------------------------------------------------------------------------- step
     def _set_lr(self) -> float:
-        c = self.cfg
-        f = lr_factor(self.step, schedule=c.schedule, total_steps=c.steps, warmup_steps=c.warmup_steps,
-                      decay_every=c.decay_every, decay_rate=c.decay_rate, min_lr_ratio=c.min_lr_ratio)
-        for g in self.optimizer.param_groups:
-            g["lr"] = c.lr * f * g.get("lr_mult", 1.0)
-        if c.weight_decay_end >= 0 and c.weight_decay > 0:
-            # DINO's schedule (Caron et al. 2021, App.; Ruan et al. 2023 App. B.1: 0.04 -> 0.4): a half
-            # cosine from weight_decay to weight_decay_end over the whole run, no warm-up. A group's own
-            # decay keeps its ratio to the base (no-decay groups stay at 0).
-            wd = cosine(self.step, c.steps, c.weight_decay, c.weight_decay_end)
-            for g in self.optimizer.param_groups:
-                g.setdefault("wd_base", g["weight_decay"])
-                g["weight_decay"] = wd * g["wd_base"] / c.weight_decay
-        return c.lr * f
+        return apply_schedules(self.optimizer, self.cfg, self.step)
 
     def train_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor]:
         """One optimizer step over ``micro_batches``; returns each logged scalar's mean over them.

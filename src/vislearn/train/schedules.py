@@ -89,3 +89,24 @@ def lr_factor(step: int, *, schedule: str = "constant", total_steps: int = 1, wa
     else:
         decay = exponential(step, 1.0, decay_rate, decay_every, staircase=schedule == "staircase")
     return warm * decay
+
+
+def apply_schedules(optimizer, cfg, step: int) -> float:
+    """Set every param group's lr (and scheduled weight decay) for 0-based ``step``; return the base lr.
+
+    ``cfg`` is the engine's :class:`~vislearn.train.config.TrainConfig`. A group's ``lr`` is the base lr
+    times the schedule's factor times its ``lr_mult``. With ``weight_decay_end >= 0`` the weight decay
+    follows DINO's schedule (Caron et al. 2021; Ruan et al. 2023 App. B.1: 0.04 -> 0.4): a half cosine
+    from ``weight_decay`` to ``weight_decay_end`` over the whole run, no warm-up; each group keeps the
+    ratio of its own decay to the base (no-decay groups stay at 0).
+    """
+    f = lr_factor(step, schedule=cfg.schedule, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps,
+                  decay_every=cfg.decay_every, decay_rate=cfg.decay_rate, min_lr_ratio=cfg.min_lr_ratio)
+    for g in optimizer.param_groups:
+        g["lr"] = cfg.lr * f * g.get("lr_mult", 1.0)
+    if cfg.weight_decay_end >= 0 and cfg.weight_decay > 0:
+        wd = cosine(step, cfg.steps, cfg.weight_decay, cfg.weight_decay_end)
+        for g in optimizer.param_groups:
+            g.setdefault("wd_base", g["weight_decay"])
+            g["weight_decay"] = wd * g["wd_base"] / cfg.weight_decay
+    return cfg.lr * f
