@@ -435,7 +435,8 @@ def test_sync_bn_in_a_cpu_multi_process_run_is_refused_before_training(monkeypat
     from vislearn.train.distributed import DistInfo
 
     # a 2-process world as init_distributed reports it (no process group: the refusal comes first)
-    monkeypatch.setattr(engine, "init_distributed", lambda device_type, timeout_minutes=30.0: DistInfo(rank=0, world_size=2))
+    monkeypatch.setattr(engine, "init_distributed",
+                        lambda device_type, timeout_minutes=30.0: DistInfo(rank=0, world_size=2))
     cfg = TrainConfig(steps=3, batch_size=8, lr=0.1, device="cpu", sync_bn=True)
     with pytest.raises(UserError, match="sync_bn needs CUDA"):
         Trainer(cfg, Task(_BNProbe(), _bn_data()), None, progress=False)
