@@ -89,3 +89,11 @@ def test_pretrained_backbone_run_with_a_weights_file(tmp_path):
     # the maps the final runs trained on are the weights file's inception4 maps (576 channels)
     (maps, _), = _FEATURE_CACHE.values()
     assert maps.images.shape[1] == 576
+
+
+def test_parallel_runs_equal_sequential_runs():
+    tiny = {"steps": 3, "num_classes": 8, "shapes_per_class": 6, "image_size": 16, "eval_every": 1, "log_every": 0,
+            "batch_size": 4, "samples_per_class": 2, "embedding_dim": 8, "frozen_backbone": True, "head_width": 4,
+            "feature_stage": 1, "eval_nmi": False}
+    configs = [{**tiny, "seed": 1}, {**tiny, "seed": 2, "loss": "triplet"}]
+    assert P.run_all(configs, workers=2) == P.run_all(configs, workers=1)

@@ -207,8 +207,8 @@ def frozen_features(cfg: ProxyNCAConfig, train: Any, test: Any, key: tuple | Non
     """The frozen backbone's ``feature_stage`` maps of ``train`` and ``test`` (datasets of maps and targets).
 
     The backbone is built from ``backbone_weights`` or, without, under ``backbone_seed`` in a forked
-    random state (the run's own stream is untouched and every run sees the same backbone), and runs
-    in eval mode. ``key`` (hashable, describing the datasets) caches the result of the last call.
+    random state (the run's own stream is untouched, cache hit or not, and every run sees the same
+    backbone), and runs in eval mode. ``key`` (hashable, describing the datasets) caches the result of the last call.
     """
     import os
 
@@ -220,13 +220,16 @@ def frozen_features(cfg: ProxyNCAConfig, train: Any, test: Any, key: tuple | Non
                                          cfg.backbone_seed, cfg.feature_stage)
     if full_key is not None and full_key in _FEATURE_CACHE:
         return _FEATURE_CACHE[full_key]
+    # Forked: building the backbone and iterating loaders (a DataLoader draws a seed) must not move the
+    # run's random stream, or a run would depend on whether its maps came from the cache.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.backbone_seed)
         backbone = create_model(cfg.backbone, **_backbone_kwargs(cfg)).eval()
-    n_stages = len(backbone.feature_info)
-    if not -n_stages <= cfg.feature_stage < n_stages:
-        raise UserError(f"feature_stage={cfg.feature_stage} is outside the {n_stages} stages of {cfg.backbone!r}")
-    out = _maps(backbone, train, cfg.feature_stage), _maps(backbone, test, cfg.feature_stage)
+        n_stages = len(backbone.feature_info)
+        if not -n_stages <= cfg.feature_stage < n_stages:
+            raise UserError(f"feature_stage={cfg.feature_stage} is outside the {n_stages} stages of "
+                            f"{cfg.backbone!r}")
+        out = _maps(backbone, train, cfg.feature_stage), _maps(backbone, test, cfg.feature_stage)
     _FEATURE_CACHE.clear()  # keep one configuration's maps (they can be large)
     if full_key is not None:
         _FEATURE_CACHE[full_key] = out

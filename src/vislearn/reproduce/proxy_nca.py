@@ -75,6 +75,7 @@ TAIL = 0.2  # fraction of the run whose mean is the plateau
 TARGET_FRACTION = 0.9  # of the way from r0 to the lower plateau
 LEARN_BAR = 0.10  # every arm's plateau must exceed r0 by this much (absolute Recall@1); fixed before the run
 SPEEDUP_BAR = 2.5  # "about 3x": the ratio of mean steps-to-target must be at least this
+WORKERS = 5  # processes (one thread each) for the final runs; the numbers do not depend on it
 
 COMMON = {"samples_per_class": 4, "batch_size": 8, "optimizer": "rmsprop", "proxy_lr_mult": 100.0,
           "eval_nmi": False, "log_every": 0, "eval_batch_size": 500, "embedding_dim": 64, "frozen_backbone": True}
@@ -129,7 +130,8 @@ def train_curve(overrides: dict[str, Any]) -> dict[str, Any]:
 
     def at_step0(cfg, task) -> None:  # the untrained head (the engine seeds the run's stream afterwards)
         task.model.eval()
-        start.update(task.evaluate(task.model, DataLoader(task.eval_set, batch_size=cfg.eval_batch_size)))
+        loader = DataLoader(task.eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size)
+        start.update(task.evaluate(task.model, loader))
         task.model.train()
 
     # = vislearn train proxy_nca --set k=v for every key of overrides
@@ -141,33 +143,54 @@ def train_curve(overrides: dict[str, Any]) -> dict[str, Any]:
             "final": {k: evals[-1][k] for k in ("recall@1", "map@r", "r_precision")}}
 
 
-def sweep(ctx: ReproContext, setting: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The per-arm grid on held-out training classes; returns the table and each arm's choice."""
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_all(overrides: Sequence[dict[str, Any]], workers: int = 1) -> list[dict[str, Any]]:
+    """:func:`train_curve` of each override set, in order; ``workers > 1``: in that many processes of one
+    thread each (each run is seeded by its own config, so the results do not depend on ``workers``)."""
+    if workers <= 1 or len(overrides) <= 1:
+        return [train_curve(o) for o in overrides]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(overrides)), initializer=_one_thread) as pool:
+        return list(pool.map(train_curve, overrides))
+
+
+def sweep(ctx: ReproContext, setting: dict[str, Any] | None = None, workers: int = 1) -> dict[str, Any]:
+    """The per-arm grid on held-out training classes; returns the table and each arm's choice.
+
+    ``workers > 1`` runs the grid's trainings in that many processes (the results do not depend on it).
+    """
     sc = _scaled(ctx)
     setting = _setting(ctx) if setting is None else setting
+    jobs = [(arm, param, lr, v, seed) for arm, (param, values) in ARMS.items() for lr in sc["grid_lrs"]
+            for v in values[: sc["grid_size"]] for seed in sc["tune_seeds"]]
+    overrides = [{**COMMON, **setting, **sc["data"], **LOSS[arm], "lr": lr, param: v,
+                  "validation_classes": sc["validation_classes"], "steps": sc["steps"],
+                  "eval_every": sc["eval_every"] * SWEEP_EVAL_EVERY, "seed": seed}
+                 for arm, param, lr, v, seed in jobs]
+    results = run_all(overrides, workers)
+    cells: dict[tuple, list[list[float]]] = {}
+    for (arm, param, lr, v, _), c in zip(jobs, results, strict=True):
+        cells.setdefault((arm, param, lr, v), []).append(smooth(c["recall@1"]))
     rows, chosen = [], {}
+    for (arm, param, lr, v), ss in cells.items():
+        scores = [statistics.fmean(s) for s in ss]
+        row = {"arm": arm, "lr": lr, param: v, "score_mean_smoothed_val_recall@1": statistics.fmean(scores),
+               "val_plateau_recall@1": statistics.fmean(plateau(s) for s in ss), "per_seed_score": scores,
+               "val_recall@1_start": statistics.fmean(s[0] for s in ss)}
+        rows.append(row)
+        ctx.log(f"  sweep {arm:9s} lr {lr:g} {param} {v:g}: score {row['score_mean_smoothed_val_recall@1']:.3f}"
+                f" plateau {row['val_plateau_recall@1']:.3f}")
     for arm, (param, values) in ARMS.items():
-        best = None
-        for lr in sc["grid_lrs"]:
-            for v in values[: sc["grid_size"]]:
-                scores, plats = [], []
-                for seed in sc["tune_seeds"]:
-                    c = train_curve({**COMMON, **setting, **sc["data"], **LOSS[arm], "lr": lr, param: v,
-                                     "validation_classes": sc["validation_classes"], "steps": sc["steps"],
-                                     "eval_every": sc["eval_every"] * SWEEP_EVAL_EVERY, "seed": seed})
-                    s = smooth(c["recall@1"])
-                    scores.append(statistics.fmean(s))
-                    plats.append(plateau(s))
-                row = {"arm": arm, "lr": lr, param: v, "score_mean_smoothed_val_recall@1": statistics.fmean(scores),
-                       "val_plateau_recall@1": statistics.fmean(plats), "per_seed_score": scores}
-                rows.append(row)
-                ctx.log(f"  sweep {arm:9s} lr {lr:g} {param} {v:g}: score {row['score_mean_smoothed_val_recall@1']:.3f}"
-                        f" plateau {row['val_plateau_recall@1']:.3f}")
-                if best is None or row["score_mean_smoothed_val_recall@1"] > best["score_mean_smoothed_val_recall@1"]:
-                    best = row
-        chosen[arm] = {"lr": best["lr"], param: best[param]}
-        edges = [k for k, grid in (("lr", sc["grid_lrs"]), (param, values)) if best[k] in (grid[0], grid[-1])]
-        chosen[arm]["on_grid_edge"] = edges
+        best = max((r for r in rows if r["arm"] == arm), key=lambda r: r["score_mean_smoothed_val_recall@1"])
+        grids = (("lr", sc["grid_lrs"]), (param, values[: sc["grid_size"]]))
+        chosen[arm] = {"lr": best["lr"], param: best[param],
+                       "on_grid_edge": [k for k, grid in grids if len(grid) > 1 and best[k] in (grid[0], grid[-1])]}
     return {"grid": {"lr": list(sc["grid_lrs"]), **{p: list(v) for p, v in ARMS.values()}},
             "selection": "mean over the run of the smoothed validation Recall@1 (15 held-out training classes), "
                          "mean over the tuning seeds",
@@ -204,22 +227,23 @@ def run(ctx: ReproContext) -> Outcome:
         tuned = {"chosen": CHOSEN, "source": "results/proxy_nca_sweep.json (python -m "
                                              "vislearn.reproduce.proxy_nca_sweep), not re-run here"}
     else:
-        tuned = sweep(ctx, setting)
+        tuned = sweep(ctx, setting, WORKERS if ctx.scale >= 0.25 else 1)
         tuned["source"] = "swept in this run (held-out training classes)"
     chosen = {arm: {k: v for k, v in c.items() if k != "on_grid_edge"} for arm, c in tuned["chosen"].items()}
     curves: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
     finals: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
+    jobs = [(seed, arm) for seed in ctx.seeds for arm in ARMS]
+    results = run_all([{**COMMON, **setting, **sc["data"], **LOSS[arm], **chosen[arm], "steps": sc["steps"],
+                        "eval_every": sc["eval_every"], "seed": seed} for seed, arm in jobs],
+                      WORKERS if ctx.scale >= 0.25 else 1)
     steps: list[int] = []
-    for seed in ctx.seeds:
-        for arm in ARMS:
-            c = train_curve({**COMMON, **setting, **sc["data"], **LOSS[arm], **chosen[arm], "steps": sc["steps"],
-                             "eval_every": sc["eval_every"], "seed": seed})
-            steps = c["steps"]
-            curves[arm].append(c["recall@1"])
-            finals[arm].append(c["final"])
-            shown = c["recall@1"][:: max(1, EVALS // 10)]
-            ctx.log(f"  seed {seed} {arm:9s}: R@1 " + " ".join(f"{v:.2f}" for v in shown)
-                    + f" | final MAP@R {c['final']['map@r']:.3f}")
+    for (seed, arm), c in zip(jobs, results, strict=True):
+        steps = c["steps"]
+        curves[arm].append(c["recall@1"])
+        finals[arm].append(c["final"])
+        shown = c["recall@1"][:: max(1, EVALS // 10)]
+        ctx.log(f"  seed {seed} {arm:9s}: R@1 " + " ".join(f"{v:.2f}" for v in shown)
+                + f" | final MAP@R {c['final']['map@r']:.3f}")
     smoothed = {arm: [smooth(c) for c in cs] for arm, cs in curves.items()}
     r0 = statistics.fmean(c[0] for cs in curves.values() for c in cs)
     per_seed_plateau = {arm: [plateau(s) for s in ss] for arm, ss in smoothed.items()}

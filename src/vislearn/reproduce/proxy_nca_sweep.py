@@ -23,9 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vislearn.reproduce.proxy_nca_sweep")
     p.add_argument("--scale", type=float, default=1.0, help="budget multiplier (below 0.25: a tiny smoke run)")
     p.add_argument("--out", default="results/proxy_nca_sweep.json")
+    p.add_argument("--workers", type=int, default=1, help="trainings run in parallel processes")
     args = p.parse_args(argv)
     table = sweep(ReproContext(name="proxy_nca", seeds=FINAL_SEEDS, scale=args.scale,
-                               log=lambda m: print(m, flush=True)))
+                               log=lambda m: print(m, flush=True)), workers=args.workers)
     atomic_write_json(args.out, _plain({"scale": args.scale, **table}))
     print(f"chosen: {table['chosen']} -> {args.out}")
     return 0
