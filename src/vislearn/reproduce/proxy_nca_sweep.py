@@ -1,6 +1,6 @@
 """``python -m vislearn.reproduce.proxy_nca_sweep [--scale S] [--out FILE]``: the ``proxy_nca`` tuning sweep.
 
-Runs :func:`vislearn.reproduce.proxy_nca.sweep` (each arm's 3 x 3 grid of lr and scale/margin on the
+Runs :func:`vislearn.reproduce.proxy_nca.sweep` (each arm's 3 x 4 grid of lr and scale/margin on the
 held-out training classes, the default frozen-trunk setting) and writes its table, by default to
 ``results/proxy_nca_sweep.json``. The reproduction's :data:`~vislearn.reproduce.proxy_nca.CHOSEN`
 must equal the table's ``chosen`` values: the demo runs the chosen settings without re-running the
