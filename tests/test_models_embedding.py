@@ -45,3 +45,23 @@ def test_embedding_net_other_backbone_and_errors():
         create_model("embedding_net", backbone="small_convnet", embedding_dim=0)
     with pytest.raises(UserError, match="unknown model"):
         create_model("embedding_net", backbone="no_such_net")
+
+
+def test_embedding_head_on_precomputed_maps():
+    from vislearn.models.embedding import EmbeddingHead
+
+    torch.manual_seed(0)
+    maps = torch.randn(3, 6, 5, 5)
+    linear = EmbeddingHead(6, 4)  # width 0: pool + linear, i.e. W·mean(map) + b
+    torch.testing.assert_close(linear(maps), maps.mean((2, 3)) @ linear.embedding.weight.T + linear.embedding.bias)
+    torch.testing.assert_close(linear(maps.mean((2, 3))), linear(maps))  # vectors are taken as pooled features
+    conv = EmbeddingHead(6, 4, width=8).eval()
+    bn = conv.stage.bn  # fresh running statistics: eval BN is x / sqrt(1 + eps)
+    hidden = torch.nn.functional.conv2d(maps, conv.stage.conv.weight, stride=2, padding=1) / (1 + bn.eps) ** 0.5
+    want = conv.embedding(hidden.relu().mean((2, 3)))  # 3x3 stride 2: 5x5 -> 3x3, then pool
+    assert conv(maps).shape == (3, 4)
+    torch.testing.assert_close(conv(maps), want)
+    with pytest.raises(UserError, match="needs \\(N, C, H, W\\) maps"):
+        conv(maps.mean((2, 3)))
+    with pytest.raises(UserError, match="width must be an int >= 0"):
+        EmbeddingHead(6, 4, width=-1)

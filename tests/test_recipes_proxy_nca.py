@@ -1,7 +1,5 @@
 """Recipe ``proxy_nca`` and reproduction ``proxy_nca``: they run end to end at a tiny scale."""
 
-import json
-
 import pytest
 import torch
 
@@ -9,6 +7,7 @@ from vislearn.data.collate import group_collate
 from vislearn.data.samplers import ClassGroups
 from vislearn.errors import UserError
 from vislearn.recipes import get_recipe
+from vislearn.recipes.classification import num_classes_of
 from vislearn.recipes.proxy_nca import MetricLearningModule
 from vislearn.train import Trainer
 
@@ -77,15 +76,63 @@ def test_recipe_errors():
     assert r.config("paper").proxy_lr_mult > 1
 
 
-def test_reproduction_runs_tiny(tmp_path):
-    from vislearn.reproduce import run_reproduction
+def test_validation_classes_hold_out_the_last_training_classes():
+    r, cfg = _tiny(validation_classes="2")
+    task = r.build(cfg)
+    full = r.build(_tiny()[1]).train_set  # the 4 training classes of the 8-class split
+    # trained on training classes 0-1, evaluated on training classes 2-3 renumbered 0-1; no test class used
+    assert task.module.loss.num_classes == num_classes_of(task.train_set) == 2
+    assert sorted(set(task.train_set.targets.tolist())) == [0, 1]
+    assert sorted(set(task.eval_set.targets.tolist())) == [0, 1]
+    assert len(task.train_set) + len(task.eval_set) == len(full)
+    for k in (0, len(task.eval_set) - 1):
+        x, y = task.eval_set[k]
+        base_i = int(task.eval_set.indices[k])
+        assert torch.equal(x, full[base_i][0]) and int(full.targets[base_i]) == int(y) + 2
+    with pytest.raises(UserError, match="validation_classes=3 leaves fewer than 2 of the 4"):
+        r.build(_tiny(validation_classes="3")[1])
 
-    rec = run_reproduction("proxy_nca", tmp_path, scale=0.01, seeds=(0,), log=lambda m: None)
-    data = json.loads((tmp_path / "proxy_nca.json").read_text())
-    assert data["name"] == "proxy_nca" and (tmp_path / "proxy_nca.png").stat().st_size > 0
-    n = rec["numbers"]
-    assert len(n["median_recall@1"]["proxy_nca"]) == len(n["eval_steps"]) >= 2
-    assert set(n["final_median_map@r"]) == {"proxy_nca", "triplet"}
+
+def test_frozen_backbone_trains_a_head_on_the_backbone_maps():
+    from vislearn.models import create_model
+    from vislearn.models.embedding import EmbeddingHead
+
+    r, cfg = _tiny(frozen_backbone="true", feature_stage="2", head_width="12", backbone_seed="3",
+                   samples_per_class="2", batch_size="4")
+    task = r.build(cfg)
+    head = task.module.model
+    assert isinstance(head, EmbeddingHead) and head.stage.conv.out_channels == 12
+    assert all(not n.startswith("model.backbone") for n, _ in task.module.named_parameters())
+    # oracle: the same backbone drawn with seed 3, run on the images directly
+    torch.manual_seed(3)
+    backbone = create_model("small_convnet").eval()
+    images = get_recipe("proxy_nca").build(_tiny()[1]).train_set
+    x = torch.stack([images[i][0] for i in range(len(images))])
+    with torch.no_grad():
+        want = backbone.forward_features(x)[2]
+    maps = task.train_set.base.images
+    assert maps.shape == want.shape == (len(images), 64, 4, 4)  # stage 2 at 16 px: stride 4
+    torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-5)
+    assert r.build(cfg).train_set.base.images is maps  # cached: a second run reuses the maps
+    res = Trainer(cfg, task, None, progress=False).fit()
+    assert 0 <= res.final_metrics["recall@1"] <= 1
+    with pytest.raises(UserError, match="feature_stage=7 is outside the 4 stages"):
+        r.build(_tiny(frozen_backbone="true", feature_stage="7")[1])
+
+
+def test_frozen_backbone_reads_backbone_weights(tmp_path):
+    from vislearn.io import save_weights
+    from vislearn.models import create_model
+
+    torch.manual_seed(11)
+    net = create_model("small_convnet")
+    save_weights(net, tmp_path / "b.safetensors")
+    r, cfg = _tiny(frozen_backbone="true", backbone_weights=str(tmp_path / "b.safetensors"), backbone_seed="0")
+    maps = r.build(cfg).eval_set.images
+    images = get_recipe("proxy_nca").build(_tiny()[1]).eval_set
+    with torch.no_grad():
+        want = net.eval().forward_features(torch.stack([images[i][0] for i in range(len(images))]))[-1]
+    torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-5)
 
 
 def test_recipe_on_a_cub_layout(tmp_path):

@@ -30,7 +30,7 @@ from vislearn.models.base import FeatureInfo, VisionModel
 from vislearn.models.registry import create_model, register_model
 from vislearn.nn.conv import ConvBNAct
 
-__all__ = ["EmbeddingNet", "SmallConvNet"]
+__all__ = ["EmbeddingHead", "EmbeddingNet", "SmallConvNet"]
 
 # Attribute names of classification heads a backbone may carry; they are dropped because an embedding
 # network never calls them (and unused parameters break DDP's gradient reduction).
@@ -131,6 +131,31 @@ class EmbeddingNet(VisionModel):
         if self.normalize_output:
             emb = nn.functional.normalize(emb.float(), dim=1).to(emb.dtype)
         return emb
+
+
+class EmbeddingHead(nn.Module):
+    """The trainable top of an embedding network on precomputed backbone maps.
+
+    ``[Conv-BN-ReLU 3×3 stride 2 to width]`` (when ``width > 0``) → global average pool →
+    ``Linear(·, embedding_dim)``. Takes ``(N, C, H, W)`` maps (or ``(N, C)`` vectors when ``width`` is 0)
+    and returns un-normalised embeddings, like :class:`EmbeddingNet`. Used by the ``proxy_nca``
+    recipe's ``frozen_backbone`` mode (a frozen trunk whose last stage and embedding are trained).
+    """
+
+    def __init__(self, in_chans: int, embedding_dim: int = 64, width: int = 0) -> None:
+        super().__init__()
+        for name, v, low in (("in_chans", in_chans, 1), ("embedding_dim", embedding_dim, 1), ("width", width, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UserError(f"EmbeddingHead: {name} must be an int >= {low}, got {v!r}")
+        self.stage = ConvBNAct(in_chans, width, 3, stride=2, padding=1) if width else nn.Identity()
+        self.embedding = nn.Linear(width or in_chans, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = self.stage(x).mean((2, 3))
+        elif not isinstance(self.stage, nn.Identity):
+            raise UserError(f"EmbeddingHead with a conv stage needs (N, C, H, W) maps, got {tuple(x.shape)}")
+        return self.embedding(x)
 
 
 @register_model("small_convnet", input_size=(3, 32, 32), paper="vislearn quick backbone (CPU presets)")
