@@ -55,11 +55,16 @@ learned (top-1 ≥ :data:`B_LEARNED`) and fell back to chance (≤ 0.15) at the 
 come after tens of thousands of ImageNet iterations; a CPU run of a few hundred steps cannot reach
 that horizon, and a run in which neither arm dies is reported as "not observed at this scale", not as
 a refutation. ``--scale N`` multiplies every step budget (a GPU-sized run of the same protocol).
+
+The final runs (and the sweep's grid points) are independent, so they run in a pool of single-threaded
+processes, one per available core (``VISLEARN_REPRO_PROCESSES=N`` overrides); the numbers do not depend
+on it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from typing import Any
 
@@ -69,6 +74,7 @@ from vislearn.reproduce import Outcome, ReproContext, register_reproduction
 from vislearn.train.hooks import Hook
 
 SWEEP_FILE = "inception_residual_sweep.json"
+PROCESSES_ENV = "VISLEARN_REPRO_PROCESSES"
 N_VAL = 200  # held out from the 1000 training images for tuning
 SPLIT_SEED = 1234
 EVAL_EVERY = 10
@@ -78,8 +84,8 @@ SGD = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "const
 # (a)
 V4 = ("inception_v4", "inception_v4", {"width": 0.125})  # (recipe, model, options)
 IRV2 = ("inception_resnet_v2", "inception_resnet_v2_paper", {"width": 0.14})
-A_STEPS = 200  # a budget; each (a) run stops at its first evaluation at or above TARGET
-A_GRID_LR = (0.003, 0.01, 0.03, 0.1, 0.3)
+A_STEPS = 150  # a budget; each (a) run stops at its first evaluation at or above TARGET
+A_GRID_LR = (0.003, 0.01, 0.03, 0.1)
 A_GRID_CLIP = (0.0, 2.0)  # 0: no clipping; 2.0: the paper's threshold
 A_CHOSEN = {"inception_v4": {"lr": 0.01, "clip_grad": 0.0},  # argmax of the committed sweep (its test checks)
             "inception_resnet_v2_paper": {"lr": 0.03, "clip_grad": 0.0}}
@@ -228,13 +234,7 @@ def sweep(scale: float = 1.0, jobs: int = 1, log=print) -> dict[str, Any]:
     steps_a, steps_b = max(2, round(A_STEPS * scale)), max(2, round(B_STEPS * scale))
     grid = [("a", arm[1], clip, lr, steps_a) for arm in (V4, IRV2) for clip in A_GRID_CLIP for lr in A_GRID_LR]
     grid += [("b", "wide", s, lr, steps_b) for s in B_SCALES for lr in B_GRID_LR]
-    if jobs > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(jobs) as pool:
-            results = pool.map(_sweep_point, grid, chunksize=1)
-    else:
-        results = [_sweep_point(job) for job in grid]
+    results = _map(_sweep_point, grid, jobs)
     for r in results:
         what = f"{r['model']} clip {r['clip_grad']}" if r["part"] == "a" else f"wide scale {r['scale']}"
         tail = f"steps to {TARGET:.0%} {r['steps_to_target']}" if r["part"] == "a" else \
@@ -267,6 +267,31 @@ def max_stable_lr(rows: list[dict[str, Any]]) -> float | None:
     return max(ok) if ok else None
 
 
+def _final_point(job: tuple) -> dict[str, Any]:
+    """One final run (a process-pool job): (a) an arm at its chosen setting on the test split, or (b) a
+    residual scale at its maximum stable lr with death tracking."""
+    torch.set_num_threads(1)  # tiny-width nets at 75 px: a second thread mostly adds synchronisation
+    part, what, seed, steps = job
+    if part == "a":
+        recipe, model, opts = next(arm for arm in (V4, IRV2) if arm[1] == what)
+        return _train(recipe, {"model": model, **opts, **A_CHOSEN[model]}, steps, seed, "test", stop_at_target=True)
+    return _train("inception_resnet_v2", _wide(what, B_CHOSEN[what]), steps, seed, "val", probe_death=True)
+
+
+def _map(fn, jobs: list[tuple], processes: int | None = None) -> list[dict[str, Any]]:
+    """``[fn(j) for j in jobs]`` in a pool of single-threaded processes: ``processes``, else the environment's
+    ``VISLEARN_REPRO_PROCESSES``, else one per available core. The runs are independent and seeded, so the
+    numbers do not depend on the number of processes."""
+    n = processes or int(os.environ.get(PROCESSES_ENV) or 0) or len(os.sched_getaffinity(0))
+    n = min(len(jobs), n)
+    if n <= 1:
+        return [fn(j) for j in jobs]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(n) as pool:
+        return pool.map(fn, jobs, chunksize=1)
+
+
 # ------------------------------------------------------------------------------------ the reproduction
 @register_reproduction(
     "inception_residual",
@@ -291,21 +316,21 @@ def _run_all(ctx: ReproContext) -> Outcome:
             f"(a) {A_CHOSEN}, (b) {B_CHOSEN}")
     a_runs: dict[str, list[dict[str, Any]]] = {V4[1]: [], IRV2[1]: []}
     b_runs: dict[str, list[dict[str, Any]]] = {f"scale_{s}": [] for s in B_SCALES}
-    for seed in ctx.seeds:
-        for recipe, model, opts in (V4, IRV2):
-            r = _train(recipe, {"model": model, **opts, **A_CHOSEN[model]}, steps_a, seed, "test",
-                       stop_at_target=True)
-            a_runs[model].append(r)
-            ctx.log(f"  (a) seed {seed} {model} ({r['mmacs_75']:.1f} MMACs, {r['params'] / 1e6:.2f}M params, "
-                    f"{A_CHOSEN[model]}): steps to {TARGET:.0%} test top-1 {r['steps_to_target']}, best "
-                    f"{r['best_top1']:.3f}, final {r['final_top1']:.3f}")
-        for s in B_SCALES:
-            r = _train("inception_resnet_v2", _wide(s, B_CHOSEN[s]), steps_b, seed, "val", probe_death=True)
-            b_runs[f"scale_{s}"].append(r)
+    jobs = [("a", arm[1], seed, steps_a) for arm in (V4, IRV2) for seed in ctx.seeds]
+    jobs += [("b", s, seed, steps_b) for s in B_SCALES for seed in ctx.seeds]
+    for (part, what, seed, _), r in zip(jobs, _map(_final_point, jobs), strict=True):
+        if part == "a":
+            a_runs[what].append(r)
+            ctx.log(f"  (a) seed {seed} {what} ({r['mmacs_75']:.1f} MMACs, {r['params'] / 1e6:.2f}M params, "
+                    f"{A_CHOSEN[what]}): steps to {TARGET:.0%} test top-1 {r['steps_to_target']}, best "
+                    f"{r['best_top1']:.3f}")
+        else:
+            b_runs[f"scale_{what}"].append(r)
             last = r["deaths"][-1] if r["deaths"] else {}
-            ctx.log(f"  (b) seed {seed} wide, scale {s}, lr {B_CHOSEN[s]}: best held-out top-1 {r['best_top1']:.3f}, "
-                    f"final {r['final_top1']:.3f}, last zero fraction {last.get('zero_fraction', float('nan')):.3f}, "
-                    f"logit spread {last.get('logit_spread', float('nan')):.2g} -> dead {r['dead']}")
+            ctx.log(f"  (b) seed {seed} wide, scale {what}, lr {B_CHOSEN[what]}: best held-out top-1 "
+                    f"{r['best_top1']:.3f}, final {r['final_top1']:.3f}, last zero fraction "
+                    f"{last.get('zero_fraction', float('nan')):.3f}, logit spread "
+                    f"{last.get('logit_spread', float('nan')):.2g} -> dead {r['dead']}")
     need = math.ceil(2 * len(ctx.seeds) / 3)
 
     # (a): both arms must learn before a speed-up can be judged
