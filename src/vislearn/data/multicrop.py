@@ -25,6 +25,12 @@ not depend on the process, the worker or the batch split (so several DDP process
 accumulation, see exactly the crops one process with one large batch sees), and change from epoch
 to epoch through a shared :class:`EpochClock` that the training loop advances.
 
+:class:`TensorMultiCrop` makes the same kind of views for a whole batch of same-sized in-memory
+images in one call (:mod:`vislearn.data.batch_views`: bilinear crops, a fixed jitter order,
+parameters from Python's generator seeded per sample); :class:`MultiCropDataset` hands it the
+DataLoader's batch through ``__getitems__``. At 32 px it costs about a tenth of the per-sample
+torchvision path's CPU; the recipes use it for embedded data and keep torchvision for folders.
+
 MSN masking (Assran et al. 2022, Sec. 3): the anchor view's patch tokens are randomly dropped
 before the encoder; :func:`random_patch_mask` gives the boolean mask (``True`` = dropped) with
 exactly ``N - int(N · (1 - ratio))`` dropped patches per sample (MSN's ``num_keep`` rule), and

@@ -24,6 +24,10 @@ all-reduced mean over the step's micro-batches (``center_update="step"``), and t
 drives every schedule advances. Schedules of epochs (teacher temperature, γ) read the fractional
 epoch ``steps_done / steps_per_epoch``; the counter is a buffer of the module, so it is checkpointed.
 
+Views: embedded (in-memory) data get the batched :class:`~vislearn.data.multicrop.TensorMultiCrop`
+(one call per DataLoader batch), folder data the per-sample torchvision :class:`MultiCrop`;
+``num_local=0`` trains DINO on the two global views alone (two cross-view pairs).
+
 Under ``torchrun`` the run equals one process at the same global batch: the views of a sample are
 seeded by (seed, epoch, index) (:class:`~vislearn.data.multicrop.MultiCropDataset`), the ViT has no
 batch statistics, and DINO's center and Sinkhorn-Knopp sum over all processes. Under gradient
