@@ -46,6 +46,15 @@ classes** 20..29 (never the evaluation classes), then fixed for every arm before
   values the check classes' 20-NN rose 0.46 -> 0.53 (5-shot 0.365 -> 0.473); the same crops with a
   local view, lr 5e-4 and momentum 0.99 gave 0.525 at a higher cost.
 
+Outcome (measured after the first final run, which failed gate (i); nothing was changed after it):
+the seed-0 gain on the check classes was chance. Seeds 1 and 2 of the chosen setting on the check
+classes went 0.46 -> 0.40 and 0.495 -> 0.39, and on the evaluation classes the 1-head arm lost
+0.048 of 20-NN against random init (unif -0.007, prob -0.025, ent -0.027). The setting also costs
+about 1.5x the former CPU (418 s vs 269 s user CPU for the whole reproduction: 200 steps of two
+24 px views against 60 steps of two 32 px and one 16 px view). So within the demo budget we found
+no setting in which every arm's backbone learns; the comparison of the arms (ii)/(iii) is reported
+but says nothing for or against the paper.
+
 Nothing was tuned per arm. The teacher-temperature warm-up and γ's decay run over the first 2 of
 the run's ~6 epochs (the paper: 30 of 300). History: the first version (60 steps, 32 px, class
 labels) failed its gate: 20-NN 0.452 at init, 0.437-0.448 after.
@@ -95,6 +104,8 @@ TUNING = {
     "16 px, crops (0.25, 1), 1 local, lr 1e-3, momentum 0.99, 300 steps": (0.51, 0.43, 16.0),
     "24 px, crops (0.4, 1), 1 local (0.15, 0.4), lr 5e-4, momentum 0.99, 200 steps": (0.46, 0.525, 15.9),
     "24 px, crops (0.4, 1), no local, lr 1e-3, momentum 0.98, 200 steps (chosen)": (0.46, 0.53, 13.7),
+    # after the first final run: the chosen setting's other seeds (seed 1, seed 2)
+    "chosen, seed 1": (0.46, 0.40, 12.5), "chosen, seed 2": (0.495, 0.39, 12.5),
 }
 
 ARMS = {
