@@ -7,6 +7,7 @@ import json
 import statistics
 
 import pytest
+import torch
 
 from vislearn.reproduce import get_reproduction, run_reproduction
 from vislearn.reproduce import ssl_ensemble as rep
@@ -21,10 +22,17 @@ def test_registered_with_claim_and_criterion_before_the_run():
 
 
 def test_eval_sets_are_held_out_classes():
-    (xp, yp), (xt, yt) = rep.eval_sets()
+    (xp, yp), (xt, yt) = rep.eval_sets(labels="class")
     n = rep.EVAL_CLASSES[1] - rep.EVAL_CLASSES[0]
     assert sorted(set(yp.tolist())) == sorted(set(yt.tolist())) == list(range(n))
     assert len(xp) == n * rep.POOL_PER_CLASS and len(xt) == n * rep.TEST_PER_CLASS
+    # the default labels drop the colour: classes of one fill and shape share a label
+    names = rep.eval_label_names(rep.EVAL_CLASSES, "class")
+    merged = rep.eval_label_names(rep.EVAL_CLASSES, "fill shape")
+    assert merged == [f"{m.split()[0]} {m.split()[-1]}" for m in names] and len(set(merged)) < n
+    (xp2, yp2), _ = rep.eval_sets()
+    groups = list(dict.fromkeys(merged))
+    assert torch.equal(xp2, xp) and yp2.tolist() == [groups.index(merged[c]) for c in yp.tolist()]
     assert rep.PRETRAIN_CLASSES[1] <= rep.EVAL_CLASSES[0] and rep.SMALL_SCALE["num_classes"] == rep.PRETRAIN_CLASSES[1]
 
 

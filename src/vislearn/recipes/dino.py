@@ -17,6 +17,8 @@ Presets:
   0.941 at initialisation, 0.956 after training with 1 head and with 4 (ENT). On the embedded
   shapes (``dataset=shapes``, classes = colour × shape × fill) the same run lowers the k-NN
   accuracy (0.27 → 0.25): the colour augmentations teach an invariance those labels contradict.
+  (These numbers were measured with the per-sample torchvision views; embedded data now get the
+  batched :class:`~vislearn.data.multicrop.TensorMultiCrop` views: bilinear, a fixed jitter order.)
 * ``paper``: the retuned DINO* of App. B.1 for ViT-S/16 on ImageNet (``--data ROOT`` with
   ``train/`` and ``val/``), each value with its source below, including DINO's weight-decay
   schedule (0.04 → 0.4 cosine over the run, App. B.1; the engine's ``weight_decay_end``; the quick

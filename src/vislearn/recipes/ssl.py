@@ -24,6 +24,10 @@ all-reduced mean over the step's micro-batches (``center_update="step"``), and t
 drives every schedule advances. Schedules of epochs (teacher temperature, γ) read the fractional
 epoch ``steps_done / steps_per_epoch``; the counter is a buffer of the module, so it is checkpointed.
 
+Views: embedded (in-memory) data get the batched :class:`~vislearn.data.multicrop.TensorMultiCrop`
+(one call per DataLoader batch), folder data the per-sample torchvision :class:`MultiCrop`;
+``num_local=0`` trains DINO on the two global views alone (two cross-view pairs).
+
 Under ``torchrun`` the run equals one process at the same global batch: the views of a sample are
 seeded by (seed, epoch, index) (:class:`~vislearn.data.multicrop.MultiCropDataset`), the ViT has no
 batch statistics, and DINO's center and Sinkhorn-Knopp sum over all processes. Under gradient
@@ -50,7 +54,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from vislearn.data.multicrop import EpochClock, MultiCrop, MultiCropDataset, collate_views, random_patch_mask
+from vislearn.data.multicrop import (
+    EpochClock,
+    MultiCrop,
+    MultiCropDataset,
+    TensorMultiCrop,
+    collate_views,
+    random_patch_mask,
+)
 from vislearn.errors import UserError
 from vislearn.losses.ensemble import WeightedEnsembleLoss, check_positive, check_scheme, gamma_schedule
 from vislearn.metrics.fewshot import knn_accuracy
@@ -254,7 +265,7 @@ class SSLModule(nn.Module):
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         views = batch[0] if isinstance(batch, tuple) else batch
-        need = self.num_global + (1 if self.method == "dino" else 0)
+        need = self.num_global  # DINO's two global views alone give two cross-view pairs
         if not isinstance(views, list) or len(views) < need:
             raise UserError(f"{self.method} needs at least {need} views per sample, got "
                             f"{len(views) if isinstance(views, list) else type(views).__name__}")
@@ -377,8 +388,9 @@ def build_ssl_task(cfg: SSLConfig, data: str | None, method: str, make_loss) -> 
     check_ssl_config(cfg)
     train, held_out = _datasets(cfg, data)
     clock = EpochClock()
-    crops = MultiCrop(cfg.global_size, cfg.local_size, cfg.global_scale, cfg.local_scale, num_global=2,
-                      num_local=cfg.num_local)
+    crop_args = (cfg.global_size, cfg.local_size, cfg.global_scale, cfg.local_scale, 2, cfg.num_local)
+    # in-memory images: the batched views (a DataLoader batch in one call); folder data: per-sample torchvision
+    crops = MultiCrop(*crop_args) if cfg.dataset == "folder" else TensorMultiCrop(*crop_args)
     train_views = MultiCropDataset(train, crops, seed=cfg.seed, clock=clock)
     resolved = resolve_config(cfg, len(train_views), int(os.environ.get("WORLD_SIZE", "1")))
     steps_per_epoch = max(1, len(train_views) // max(1, resolved.batch_size))

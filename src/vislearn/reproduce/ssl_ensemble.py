@@ -26,23 +26,45 @@ for every arm; the only change is the number of heads and the scheme):
 * the same evaluation of each seed's randomly initialised backbone (before training), to check that
   every arm learns at all.
 
-Tuning, equal for all arms: every arm uses the ``dino`` quick preset's optimiser (AdamW, lr 5e-4,
-cosine, weight decay 0.04, clipping 3.0) and the paper's teacher momentum 0.996 → 1. Before the
-criterion was fixed, three prototype runs of the one-head baseline (``LR_CHECK``) tried a higher lr
-and a faster teacher (momentum 0.95); neither helped, so the preset's values stayed, for every arm.
-Honesty note: those prototype runs were scored on the evaluation classes, not on a separate check
-set; :func:`lr_check` does the proper version (classes 20..29) but was not run for lack of time
-and CPU. Nothing was tuned per arm. The teacher-temperature warm-up and γ's decay run over the
-first 2 of the run's ~2 epochs (the paper: 30 of 300).
+Tuning, equal for all arms, done once on the one-head arm (seed 0) scored on separate **check
+classes** 20..29 (never the evaluation classes), then fixed for every arm before the final run
+(``TUNING`` holds every measured setting; 20-NN on fill-shape labels, teacher backbone):
 
-What the prototypes showed, and what to expect: at this budget (60 steps of batch 32, about 2
-epochs of 1000 images; the paper trains 300 ImageNet epochs) DINO barely moves the frozen features
-of a small convnet on held-out shape classes away from their random initialisation (20-NN 0.435 at
-init, 0.39-0.48 after 100 steps). BYOL's colour jitter and grayscale teach invariance to colour,
-which is one of the three attributes that define a shapes class. The same check on held-out photo
-textures was useless: random features already score 0.98. So criterion (i) is the gate: when it
-fails, (ii) and (iii) compare arms that have not learned, and the result says nothing for or
-against the paper. It is reported as measured either way.
+* the views are made for a whole batch at once (:class:`~vislearn.data.multicrop.TensorMultiCrop`,
+  bilinear crops, a fixed jitter order): 60 steps of the former setting cost 4.2 s of CPU instead
+  of 10.4 s (one thread, back to back on the loaded machine), which pays for more steps;
+* **evaluation labels = fill × shape** (``EVAL_LABELS``; the held-out classes' colour is dropped,
+  10 classes -> 6 labels): BYOL's colour jitter and grayscale teach invariance to colour, which is
+  one of the three attributes of a shapes class, so the class labels contradict the augmentation;
+  the images and the held-out classes are the same;
+* **24 px, 2 global views of (0.4, 1) of the image, no local view** (``num_local=0``): at 32 px with
+  (0.25, 1) crops and a 16 px local view (60 steps: 0.475 -> 0.465) or at 24 px with those crops
+  (150 steps: 0.46 -> 0.485), or at 16 px (300 steps: 0.51 -> 0.43), the backbone did not learn;
+  a crop of a quarter of a 24 px image often cuts the one shape away;
+* **200 steps** (about 6 epochs), **lr 1e-3** and **teacher momentum 0.98 -> 1**: the paper's 0.996
+  is meant for ~10^5 steps; over 60 steps it leaves the teacher ~80% its initialisation. With these
+  values the check classes' 20-NN rose 0.46 -> 0.53 (5-shot 0.365 -> 0.473); the same crops with a
+  local view, lr 5e-4 and momentum 0.99 gave 0.525 at a higher cost.
+
+Outcome (measured after the first final run, which failed gate (i); nothing was changed after it):
+the seed-0 gain on the check classes was chance. Seeds 1 and 2 of the chosen setting on the check
+classes went 0.46 -> 0.40 and 0.495 -> 0.39, and on the evaluation classes the 1-head arm lost
+0.048 of 20-NN against random init (unif -0.007, prob -0.025, ent -0.027). The setting also costs
+about 1.5x the former CPU (418 s vs 269 s user CPU for the whole reproduction: 200 steps of two
+24 px views against 60 steps of two 32 px and one 16 px view). So within the demo budget we found
+no setting in which every arm's backbone learns; the comparison of the arms (ii)/(iii) is reported
+but says nothing for or against the paper.
+
+Nothing was tuned per arm. The teacher-temperature warm-up and γ's decay run over the first 2 of
+the run's ~6 epochs (the paper: 30 of 300). History: the first version (60 steps, 32 px, class
+labels) failed its gate: 20-NN 0.452 at init, 0.437-0.448 after.
+
+What to expect: at this budget (the paper trains 300 ImageNet epochs) DINO moves the frozen
+features of a small convnet on held-out shape classes only a little away from their random
+initialisation, so criterion (i) is the gate: when it fails, (ii) and (iii) compare arms that have
+not learned, and the result says nothing for or against the paper. The same check on held-out
+photo textures was useless: random features already score 0.98. It is reported as measured
+either way.
 """
 
 from __future__ import annotations
@@ -54,29 +76,37 @@ from vislearn.reproduce import Outcome, ReproContext, register_reproduction
 
 HEADS = 4
 CODES = 256  # per ensemble head; the baseline gets 4x (the paper's 1024 vs 4096)
-STEPS = 60
+STEPS = 200
 LEARN_MARGIN = 0.03  # every arm's mean k-NN must beat the random-init backbone's by this much (fixed before the run)
 PRETRAIN_CLASSES = (0, 10)
 EVAL_CLASSES = (10, 20)
 CHECK_CLASSES = (20, 30)
 POOL_PER_CLASS, TEST_PER_CLASS = 50, 20
 SHOTS = (1, 5)
+EVAL_LABELS = "fill shape"  # the class name without its colour (module docstring)
 
 # Every setting the arms share (recipe fields of `dino`; the arms add heads/scheme/codes/seed/steps).
 SMALL_SCALE = {
     "backbone": "small_convnet", "vit_dim": 0, "vit_depth": 0, "vit_heads": 0,
-    "dataset": "shapes", "num_classes": PRETRAIN_CLASSES[1], "samples_per_class": 100, "image_size": 32,
-    "global_size": 32, "local_size": 16, "num_local": 1,
-    "head_hidden": 256, "head_dim": 64, "head_layers": 3,
-    "batch_size": 32, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.04, "schedule": "cosine",
+    "dataset": "shapes", "num_classes": PRETRAIN_CLASSES[1], "samples_per_class": 100, "image_size": 24,
+    "global_size": 24, "local_size": 12, "num_local": 0, "global_scale": (0.4, 1.0),
+    "head_hidden": 256, "head_dim": 64, "head_layers": 3, "momentum_start": 0.98,
+    "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.04, "schedule": "cosine",
     "warmup_steps": 6, "clip_grad": 3.0, "gamma_epochs": 2, "warmup_teacher_temp_epochs": 2,
     "log_every": 0, "eval_every": 0, "num_workers": 0,  # views in the main process (as in the scale-1 run)
 }
-# Prototype runs of the one-head baseline (seed 0, k-NN on the EVAL classes, teacher / student backbone;
-# random init 0.435), the only tuning done, before the criterion was fixed; see the module docstring.
-LR_CHECK = {"lr 5e-4, momentum 0.996, 100 steps": {"teacher": 0.48},
-            "lr 5e-4, momentum 0.95, 100 steps": {"teacher": 0.39, "student": 0.455},
-            "lr 2e-3, momentum 0.95, 80 steps": {"teacher": 0.385, "student": 0.435}}
+# The tuning runs (one-head arm, seed 0, CHECK classes, fill-shape labels): 20-NN of the teacher backbone before ->
+# after, and the process CPU of the run (1 thread, loaded machine; includes 6 scorings). Module docstring.
+TUNING = {
+    "32 px, crops (0.25, 1), 1 local, lr 5e-4, momentum 0.996, 60 steps (former)": (0.475, 0.465, 11.5),
+    "24 px, crops (0.25, 1), 1 local, lr 5e-4, momentum 0.99, 150 steps": (0.46, 0.485, 13.7),
+    "24 px, crops (0.25, 1), 1 local, lr 2e-3, momentum 0.99, 150 steps": (0.46, 0.46, 13.4),
+    "16 px, crops (0.25, 1), 1 local, lr 1e-3, momentum 0.99, 300 steps": (0.51, 0.43, 16.0),
+    "24 px, crops (0.4, 1), 1 local (0.15, 0.4), lr 5e-4, momentum 0.99, 200 steps": (0.46, 0.525, 15.9),
+    "24 px, crops (0.4, 1), no local, lr 1e-3, momentum 0.98, 200 steps (chosen)": (0.46, 0.53, 13.7),
+    # after the first final run: the chosen setting's other seeds (seed 1, seed 2)
+    "chosen, seed 1": (0.46, 0.40, 12.5), "chosen, seed 2": (0.495, 0.39, 12.5),
+}
 
 ARMS = {
     "1 head": {"heads": 1, "scheme": "unif", "codes": 4 * CODES},
@@ -87,17 +117,36 @@ ARMS = {
 BASE, UNIF, PROB, ENT = ARMS
 
 
-def eval_sets(classes: tuple[int, int] = EVAL_CLASSES):
-    """``((pool images, labels), (test images, labels))`` of the shapes classes ``[lo, hi)``, labels from 0."""
+def eval_label_names(classes: tuple[int, int] = EVAL_CLASSES, labels: str = "class") -> list[str]:
+    """The label of each shapes class in ``[lo, hi)``: its name, or with ``"fill shape"`` the name without the
+    colour (the attributes the colour augmentation leaves), e.g. ``"solid green star" -> "solid star"``."""
+    from vislearn.data.embedded import SHAPE_CLASSES
+
+    names = list(SHAPE_CLASSES[classes[0]:classes[1]])
+    if labels == "fill shape":
+        return [f"{n.split()[0]} {n.split()[-1]}" for n in names]
+    if labels != "class":
+        raise ValueError(f"labels must be 'class' or 'fill shape', got {labels!r}")
+    return names
+
+
+def eval_sets(classes: tuple[int, int] = EVAL_CLASSES, labels: str | None = None):
+    """``((pool images, labels), (test images, labels))`` of the shapes classes ``[lo, hi)``, labels from 0
+    (``labels``: see :func:`eval_label_names`; default ``EVAL_LABELS``)."""
+    import torch
+
     from vislearn.data.embedded import shapes_classification
 
     lo, hi = classes
+    names = eval_label_names(classes, labels or EVAL_LABELS)
+    groups = list(dict.fromkeys(names))  # first-appearance order: class labels stay the class indices
+    index = torch.tensor([groups.index(n) for n in names])
     size = SMALL_SCALE["image_size"]
     out = []
     for split, n in (("train", POOL_PER_CLASS), ("test", TEST_PER_CLASS)):
         ds = shapes_classification(split, num_classes=hi, samples_per_class=n, image_size=size)
         keep = ds.targets >= lo
-        out.append((ds.images[keep], ds.targets[keep] - lo))
+        out.append((ds.images[keep], index[ds.targets[keep] - lo]))
     return tuple(out)
 
 
@@ -138,11 +187,12 @@ def _stats(values: list[float]) -> tuple[float, float]:
     claim="an ENT-weighted ensemble of (projection head, codebook) pairs on one backbone improves DINO*'s 1-shot "
           "accuracy over one head (40.6 -> 44.0 on ImageNet, 16 heads), while the uniform mean (UNIF) does not "
           "(40.4); PROB is in between (41.9)",
-    criterion=f"small scale (the dino recipe; small convnet, 32 px shapes, {STEPS} steps of batch 32, 2 global + 1 "
-              f"local views; 1 head vs "
-              f"{HEADS} heads x unif/prob/ent, 3 seeds, same lr chosen once for the 1-head arm; frozen features on "
-              "10 held-out classes): (i) every arm learns: mean 20-NN above the random-init backbone's by "
-              f"> {LEARN_MARGIN}; (ii) ent's mean 1-shot exceeds the 1-head arm's by more than the seed spread "
+    criterion=f"small scale (the dino recipe; small convnet, 24 px shapes, {STEPS} steps of batch 32, 2 global "
+              f"views; 1 head vs "
+              f"{HEADS} heads x unif/prob/ent, 3 seeds, the same settings, tuned once on the 1-head arm on check "
+              "classes; frozen features on 10 held-out classes, labelled by fill and shape): (i) every arm learns: "
+              f"mean 20-NN above the random-init backbone's by > {LEARN_MARGIN}; (ii) ent's mean 1-shot exceeds "
+              "the 1-head arm's by more than the seed spread "
               "(the larger sample std over seeds of the two arms); (iii) unif's mean 1-shot does not exceed "
               "the 1-head arm's by more than its seed spread. Passed = (i) and (ii) and (iii); prob, 5-shot and "
               "k-NN are reported")
@@ -186,7 +236,8 @@ def run(ctx: ReproContext) -> Outcome:
         for name, e in effects.items()) + f"; wall {wall:.0f}s, process CPU {cpu:.0f}s"
     return Outcome(passed=bool(all_learn and ent_ok and unif_ok),
                    numbers={"arms": ARMS, "small_scale_settings": SMALL_SCALE, "steps_per_run": steps,
-                            "lr_check_knn": LR_CHECK, "pretrain_classes": PRETRAIN_CLASSES,
+                            "tuning_knn_before_after_cpu": TUNING, "eval_labels": EVAL_LABELS,
+                            "pretrain_classes": PRETRAIN_CLASSES,
                             "eval_classes": EVAL_CLASSES, "learn_margin_knn": LEARN_MARGIN,
                             "summary": summary, "knn_gain_over_random_init": learns,
                             "effects_vs_1_head": effects, "verdicts": verdicts,
