@@ -53,7 +53,9 @@ classes went 0.46 -> 0.40 and 0.495 -> 0.39, and on the evaluation classes the 1
 about 1.5x the former CPU (418 s vs 269 s user CPU for the whole reproduction: 200 steps of two
 24 px views against 60 steps of two 32 px and one 16 px view). So within the demo budget we found
 no setting in which every arm's backbone learns; the comparison of the arms (ii)/(iii) is reported
-but says nothing for or against the paper.
+but says nothing for or against the paper. For the ``make demo`` budget (20 minutes for every
+reproduction) the default run then went from 200 to 120 steps (``--scale 1.67`` gives the 200-step
+run): a budget change made after the result, which cannot rescue gate (i) (the longer run failed it).
 
 Nothing was tuned per arm. The teacher-temperature warm-up and γ's decay run over the first 2 of
 the run's ~6 epochs (the paper: 30 of 300). History: the first version (60 steps, 32 px, class
@@ -76,7 +78,7 @@ from vislearn.reproduce import Outcome, ReproContext, register_reproduction
 
 HEADS = 4
 CODES = 256  # per ensemble head; the baseline gets 4x (the paper's 1024 vs 4096)
-STEPS = 200
+STEPS = 120  # the tuning ran 200 (docstring); cut to fit make demo's 20 minutes, after the failed final run
 LEARN_MARGIN = 0.03  # every arm's mean k-NN must beat the random-init backbone's by this much (fixed before the run)
 PRETRAIN_CLASSES = (0, 10)
 EVAL_CLASSES = (10, 20)
