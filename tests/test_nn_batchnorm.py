@@ -299,3 +299,14 @@ def test_population_statistics_rejects_overflowing_variance_in_double():
     x = torch.tensor([[1e200, 1.0], [-1e200, 2.0], [1e200, 3.0]], dtype=torch.float64)
     with pytest.raises(UserError, match="NaN/inf"):
         recompute_population_statistics(model, [x], num_batches=1)
+
+
+def test_repr_and_errors_name_the_layer():
+    # torch's layout of the arguments (torch 2.14 also prints its own `bias=` option, which ours lacks)
+    assert repr(BatchNorm2d(4)) == "BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
+    assert repr(BatchNorm1d(3, eps=1e-3, momentum=None, affine=False, track_running_stats=False)) == (
+        "BatchNorm1d(3, eps=0.001, momentum=None, affine=False, track_running_stats=False)")
+    with pytest.raises(UserError, match=r"at BatchNorm1d \(input shape"):  # the model is the layer: its type
+        recompute_population_statistics(BatchNorm1d(2), [torch.randn(1, 2)], num_batches=1)
+    with pytest.raises(UserError, match=r"at bn \(input shape"):  # a named layer: its name
+        recompute_population_statistics(_LinearBN(), [torch.randn(1, 3)], num_batches=1)
