@@ -24,22 +24,32 @@ lint: .venv/.installed
 bench: .venv/.installed
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
-# Mutation testing (tests/MUTANTS.md): each module against the FAST tests that cover it, one module at a
-# time, at low priority. Not part of `make test`; it takes tens of minutes on 2 cores.
-MUTATE := OMP_NUM_THREADS=1 nice -n 15 $(PY) -m pytest -q -p no:cacheprovider -o addopts= --gremlins \
-	--gremlin-workers=1 --gremlin-batch --gremlin-report=console,json
+# Mutation testing (tests/MUTANTS.md): each module against the FAST tests that cover it (unmutated: under
+# 10 s of CPU each), one module at a time, at low priority. Not part of `make test`; it takes tens of minutes
+# on 2 idle cores (each gremlin is a fresh pytest process: ~5-10 s of CPU importing torch and the tests).
+# Timeouts far above a test run: the tool counts a gremlin as an error (not a survivor) when the unmutated
+# tests need more than half of the mutant timeout (a loaded machine reached the default 30 s), and it drops
+# coverage-guided test selection (every gremlin then runs the whole file) when its coverage pre-scan
+# outlasts the coverage timeout (the default 120 s was exceeded at load ~20).
+# Plugins no target test uses are not loaded in each gremlin's process (-30 % CPU per gremlin).
+MUTATE := OMP_NUM_THREADS=1 PYTEST_ADDOPTS="-p no:hydra_pytest -p no:anyio -p no:hypothesispytest -p no:timeout" \
+	nice -n 15 $(PY) -m pytest -q -p no:cacheprovider -o addopts= --gremlins \
+	--gremlin-workers=1 --gremlin-batch --gremlin-mutant-timeout=300 --gremlin-coverage-timeout=600 \
+	--gremlin-report=console,json
+# The tool overwrites its JSON report: each run is copied to coverage/gremlins/NAME.json.
+REPORT := coverage/gremlins/gremlins.json
 ENGINE_FAST := -k "in_process or every_step or closed_form_over or clipping or matmul or schedules_closed"
 
 mutants: .venv/.installed
 	$(PIP) install -q -e '.[dev,mutation]'
-	$(MUTATE) --gremlin-targets=src/vislearn/detection/coding.py tests/test_detection_matching.py
-	$(MUTATE) --gremlin-targets=src/vislearn/detection/matching.py tests/test_detection_matching.py
-	$(MUTATE) --gremlin-targets=src/vislearn/nn/batchnorm.py tests/test_nn_batchnorm.py
-	$(MUTATE) --gremlin-targets=src/vislearn/losses/proxy_nca.py tests/test_losses_proxy_nca.py
-	$(MUTATE) --gremlin-targets=src/vislearn/losses/multilabel.py tests/test_losses_multilabel.py
-	$(MUTATE) --gremlin-targets=src/vislearn/losses/multibox.py tests/test_models_multibox.py
-	$(MUTATE) --gremlin-targets=src/vislearn/metrics/detection.py tests/test_metrics_detection.py
-	$(MUTATE) --gremlin-targets=src/vislearn/metrics/retrieval.py tests/test_metrics_retrieval.py
+	$(MUTATE) --gremlin-targets=src/vislearn/detection/coding.py tests/test_detection_coding.py tests/test_detection_matching.py && cp $(REPORT) coverage/gremlins/coding.json
+	$(MUTATE) --gremlin-targets=src/vislearn/detection/matching.py tests/test_detection_matching.py && cp $(REPORT) coverage/gremlins/matching.json
+	$(MUTATE) --gremlin-targets=src/vislearn/nn/batchnorm.py tests/test_nn_batchnorm.py && cp $(REPORT) coverage/gremlins/batchnorm.json
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/proxy_nca.py tests/test_losses_proxy_nca.py && cp $(REPORT) coverage/gremlins/proxy_nca.json
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/multilabel.py tests/test_losses_multilabel.py && cp $(REPORT) coverage/gremlins/multilabel.json
+	$(MUTATE) --gremlin-targets=src/vislearn/losses/multibox.py tests/test_detection_matching.py && cp $(REPORT) coverage/gremlins/multibox.json
+	$(MUTATE) --gremlin-targets=src/vislearn/metrics/detection.py tests/test_metrics_detection.py && cp $(REPORT) coverage/gremlins/metrics_detection.json
+	$(MUTATE) --gremlin-targets=src/vislearn/metrics/retrieval.py tests/test_metrics_retrieval.py && cp $(REPORT) coverage/gremlins/retrieval.json
 	$(MUTATE) --gremlin-targets=src/vislearn/train/ema.py,src/vislearn/train/schedules.py \
-		tests/test_train_ema.py tests/test_train_schedules.py
-	$(MUTATE) --gremlin-targets=src/vislearn/train/engine.py tests/test_train_engine.py $(ENGINE_FAST)
+		tests/test_train_ema.py tests/test_train_schedules.py && cp $(REPORT) coverage/gremlins/ema_schedules.json
+	$(MUTATE) --gremlin-targets=src/vislearn/train/engine.py tests/test_train_engine.py $(ENGINE_FAST) && cp $(REPORT) coverage/gremlins/engine.json

@@ -247,3 +247,37 @@ def test_center_coder_equals_torchvision_box_coder():
     mean, std = torch.tensor([0.1, -0.2, 0.3, 0.0]), torch.tensor([0.5, 2.0, 1.5, 0.25])
     white = BoxCoder(mean, std, mode="center")
     torch.testing.assert_close(white.encode(gt, priors), (ref - mean.double()) / std.double(), rtol=1e-6, atol=1e-6)
+
+
+# --- edges found by mutation testing (tests/MUTANTS.md, `make mutants`) ---
+
+def test_iou_match_threshold_is_inclusive_and_validated():
+    # prior 0 is the left half of the gt box [0, 0, 1, 1]: IoU exactly 0.5; prior 1 overlaps it by 0.25
+    priors = torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.25, 1.0]])
+    gt = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert iou_match(priors, gt, 0.5, force_best=False).tolist() == [0, -1]
+    assert iou_match(priors, gt, 0.25, force_best=False).tolist() == [0, 0]
+    assert iou_match(priors, gt, 0.0, force_best=False).tolist() == [0, 0]
+    assert iou_match(priors, gt, 1.0, force_best=False).tolist() == [-1, -1]
+    assert iou_match(priors, gt, 1.0, force_best=True).tolist() == [0, -1]  # its best prior is forced
+    for bad in (-0.5, 1.5):
+        with pytest.raises(UserError, match="threshold"):
+            iou_match(priors, gt, bad)
+
+
+def test_matchers_with_one_or_no_prior_and_one_box():
+    box = torch.tensor([[0.1, 0.1, 0.6, 0.6]])
+    for match in (iou_match, bipartite_match):
+        assert match(box.clone(), box).tolist() == [0]  # one prediction, one box
+        assert match(torch.zeros(0, 4), box).shape == (0,)  # no prediction at all
+        assert match(box.clone(), torch.zeros(0, 4)).tolist() == [-1]
+    assert match_batch(grid_priors((2, 1), (1.0,)), []).shape == (0, 5)  # an empty batch
+
+
+def test_iou_matching_forces_the_best_prior_by_default():
+    # the only prior overlaps the box by IoU 0.25 < 0.5: matched only because force_best defaults to True
+    prior = torch.tensor([[0.0, 0.0, 0.25, 1.0]])
+    gt = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert iou_match(prior, gt).tolist() == [0]
+    assert match_batch(prior, [gt], method="iou").tolist() == [[0]]
+    assert match_batch(prior, [gt], method="iou", force_best=False).tolist() == [[-1]]

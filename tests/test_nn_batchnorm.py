@@ -207,3 +207,106 @@ def test_population_statistics_every_layer_against_a_manual_pass():
         var = torch.stack([v for _, v in layer_stats]).mean(0)
         torch.testing.assert_close(bn.running_mean.double(), mu, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(bn.running_var.double(), var, rtol=1e-5, atol=1e-6)
+
+
+# --- edges found by mutation testing (tests/MUTANTS.md, `make mutants`) ---
+
+def test_argument_validation_boundaries():
+    # eps must be > 0; momentum in [0, 1] (both ends allowed) or None; num_features a positive int
+    with pytest.raises(UserError, match="eps"):
+        BatchNorm1d(3, eps=0.0)
+    for bad in (-0.5, 1.5):
+        with pytest.raises(UserError, match="momentum"):
+            BatchNorm1d(3, momentum=bad)
+    for ok in (0.0, 1.0, None):
+        assert BatchNorm1d(3, momentum=ok).momentum == ok
+    with pytest.raises(UserError, match="num_features"):
+        BatchNorm1d(2.0)
+    assert BatchNorm1d(1).num_features == 1
+
+
+def test_momentum_zero_keeps_the_initial_running_statistics():
+    layer = BatchNorm1d(2, momentum=0.0).double()
+    layer(torch.randn(5, 2, dtype=torch.float64) * 4 + 3)
+    assert torch.equal(layer.running_mean, torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(layer.running_var, torch.ones(2, dtype=torch.float64))
+    assert int(layer.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_without_running_statistics_matches_torch_in_train_and_eval(training):
+    # track_running_stats=False: both modes normalise with the batch statistics, nothing is stored
+    ours, ref = _pair(BatchNorm2d, nn.BatchNorm2d, 3, track_running_stats=False)
+    ours.train(training), ref.train(training)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2 + 1
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-10, atol=1e-10)
+    assert ours.running_mean is None and ours.num_batches_tracked is None
+    ours.reset_running_stats()  # nothing to reset: no error
+
+
+def test_reset_running_stats():
+    layer = BatchNorm1d(3)
+    for _ in range(2):
+        layer(torch.randn(6, 3) * 3 + 2)
+    layer.reset_running_stats()
+    assert torch.equal(layer.running_mean, torch.zeros(3)) and torch.equal(layer.running_var, torch.ones(3))
+    assert int(layer.num_batches_tracked) == 0
+
+
+def test_overflowing_variance_is_rejected_even_with_a_finite_mean():
+    # channel 0 holds ±3e20 (float32): its mean is 0 but its variance 9e40 overflows to inf
+    layer = BatchNorm1d(2)
+    x = torch.tensor([[3e20, 1.0], [-3e20, 2.0], [3e20, 3.0], [-3e20, 4.0]])
+    with pytest.raises(UserError, match="NaN/inf values in 1 of 2"):
+        layer(x)
+    assert int(layer.num_batches_tracked) == 0
+
+
+class _LinearBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.bn, self.unused = nn.Linear(3, 2), BatchNorm1d(2), nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.bn(self.lin(x))
+
+
+def test_population_statistics_loader_items_and_one_value_batches():
+    torch.manual_seed(3)
+    model = _LinearBN()
+    batches = [torch.randn(2, 3) for _ in range(3)]  # m = 2 values per channel: the smallest allowed
+    info = recompute_population_statistics(model, [{"image": b} for b in batches], num_batches=3)
+    assert info == {"layers": 1, "batches": 3}
+    with torch.no_grad():
+        z = [model.lin(b) for b in batches]
+    torch.testing.assert_close(model.bn.running_mean, torch.stack([t.mean(0) for t in z]).mean(0))
+    torch.testing.assert_close(model.bn.running_var, torch.stack([t.var(0) for t in z]).mean(0))
+    assert torch.equal(model.unused.running_mean, torch.zeros(2))  # the unused layer keeps its statistics
+    before = model.bn.running_mean.clone()
+    with pytest.raises(UserError, match="1 value per channel"):
+        recompute_population_statistics(model, [torch.randn(1, 3)], num_batches=1)
+    assert torch.equal(model.bn.running_mean, before)
+    for bad in (["not a tensor"], [("a", "b")], [()]):
+        with pytest.raises(UserError, match="input tensors"):
+            recompute_population_statistics(model, bad, num_batches=1)
+    no_stats = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2, track_running_stats=False))
+    with pytest.raises(UserError, match="no BatchNorm"):
+        recompute_population_statistics(no_stats, batches, num_batches=1)
+
+
+def test_population_statistics_rejects_overflowing_variance_in_double():
+    model = nn.Sequential(nn.BatchNorm1d(2)).double()
+    x = torch.tensor([[1e200, 1.0], [-1e200, 2.0], [1e200, 3.0]], dtype=torch.float64)
+    with pytest.raises(UserError, match="NaN/inf"):
+        recompute_population_statistics(model, [x], num_batches=1)
+
+
+def test_repr_and_errors_name_the_layer():
+    # torch's layout of the arguments (torch 2.14 also prints its own `bias=` option, which ours lacks)
+    assert repr(BatchNorm2d(4)) == "BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
+    assert repr(BatchNorm1d(3, eps=1e-3, momentum=None, affine=False, track_running_stats=False)) == (
+        "BatchNorm1d(3, eps=0.001, momentum=None, affine=False, track_running_stats=False)")
+    with pytest.raises(UserError, match=r"at BatchNorm1d \(input shape"):  # the model is the layer: its type
+        recompute_population_statistics(BatchNorm1d(2), [torch.randn(1, 2)], num_batches=1)
+    with pytest.raises(UserError, match=r"at bn \(input shape"):  # a named layer: its name
+        recompute_population_statistics(_LinearBN(), [torch.randn(1, 3)], num_batches=1)

@@ -89,3 +89,32 @@ def test_bad_decay_is_rejected():
     ema = ModelEMA(nn.Linear(1, 1), decay=lambda s: 2.0, copy_first=False)
     with pytest.raises(ValueError, match="schedule gave 2.0"):
         ema.update(nn.Linear(1, 1), step=3)
+
+
+def test_decay_bounds_are_inclusive_and_the_forward_is_the_average():
+    net = nn.Linear(2, 1)
+    for d, expect in ((0.0, 3.0), (1.0, 1.0)):  # d = 0 follows the weights, d = 1 freezes the average
+        ema = ModelEMA(net, decay=d)
+        _set(net, 1.0)
+        ema.update(net)  # copies
+        _set(net, 3.0)
+        ema.update(net)
+        for p in ema.module.parameters():
+            torch.testing.assert_close(p, torch.full_like(p, expect))
+        x = torch.randn(4, 2)
+        torch.testing.assert_close(ema(x), expect * x.sum(1, keepdim=True) + expect)  # weights and bias all `expect`
+    for bad in (-0.5, 1.5):
+        with pytest.raises(ValueError, match="decay"):
+            ModelEMA(net, decay=bad)
+    zero = ModelEMA(net, decay=lambda s: 0.0, copy_first=False)
+    zero.update(net, step=0)  # a schedule may give exactly 0 (and 1, see the cosine teacher)
+    torch.testing.assert_close(zero.module.weight, net.weight)
+    negative = ModelEMA(net, decay=lambda s: -0.5, copy_first=False)
+    with pytest.raises(ValueError, match="schedule gave -0.5"):
+        negative.update(net, step=1)
+
+
+def test_update_refuses_a_module_of_another_structure():
+    ema = ModelEMA(nn.Linear(2, 1), decay=0.5)
+    with pytest.raises(ValueError, match="zip"):  # a bias-less twin: one tensor short
+        ema.update(nn.Linear(2, 1, bias=False))
