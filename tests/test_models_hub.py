@@ -251,9 +251,9 @@ def _image_folder(root, size=(120, 150)):
 
 def test_eval_of_hf_weights_uses_their_transform_and_normalisation(caches):
     import torch.nn.functional as F
+    from PIL import Image
 
     from vislearn import recipes
-    from vislearn.data.formats import load_image
 
     torch.manual_seed(5)
     peer = timm.create_model("inception_v3.gluon_in1k", pretrained=False, num_classes=2)
@@ -275,11 +275,12 @@ def test_eval_of_hf_weights_uses_their_transform_and_normalisation(caches):
     assert (tuple(cfg["input_size"]), cfg["interpolation"]) == ((3, 107, 107), "bicubic")
     assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406)  # gluon_in1k's, not the converter's 0.5
     resize = int(cfg["input_size"][-1] / cfg["crop_pct"])  # floor, as timm
+    # timm resizes the 8-bit image (PIL), as our reader does: resize and crop on uint8, then float
     tf = v2.Compose([v2.Resize(resize, interpolation=v2.InterpolationMode(cfg["interpolation"]), antialias=True),
-                     v2.CenterCrop(cfg["input_size"][-1]),
-                     v2.Lambda(lambda t: t.clamp(0, 1)),  # timm resizes 8-bit PIL images, which saturate
+                     v2.CenterCrop(cfg["input_size"][-1]), v2.ToDtype(torch.float32, scale=True),
                      v2.Normalize(cfg["mean"], cfg["std"])])
-    x = torch.stack([tf(load_image(data / "val" / c / "0.png")) for c in ("cat", "dog")])
+    x = torch.stack([tf(v2.functional.pil_to_tensor(Image.open(data / "val" / c / "0.png").convert("RGB")))
+                     for c in ("cat", "dog")])
     z = _logits(peer, x)
     assert metrics["loss"] == pytest.approx(float(F.cross_entropy(z, torch.tensor([0, 1]))), rel=1e-5, abs=1e-4)
     assert metrics["top1"] == float((z.argmax(1) == torch.tensor([0, 1])).float().mean())
