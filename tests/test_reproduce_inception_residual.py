@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vislearn.reproduce import get_reproduction, run_reproduction
 from vislearn.reproduce import inception_residual as ir
@@ -71,7 +72,38 @@ def test_runs_at_tiny_scale(tmp_path):
     v4, irv2 = a["runs"]["inception_v4"]["mmacs_75"], a["runs"]["inception_resnet_v2_paper"]["mmacs_75"]
     assert 0.7 < irv2 / v4 < 1.3
     for runs in b["runs"].values():
-        assert all(0.0 <= d["zero_fraction"] <= 1.0 for deaths in runs["deaths"] for d in deaths)
+        assert all(set(d) == {"step", "zero_fraction", "logit_spread", "finite"} for ds in runs["deaths"] for d in ds)
         assert [d["step"] for d in runs["deaths"][0]] == [2]  # a check at the last step
     # 2 steps cannot show either effect: the verdict says untested rather than "not reproduced"
     assert "untested" in saved["verdict"] and "not observed at this scale" in saved["verdict"]
+
+
+class _Stub(torch.nn.Module):
+    """forward_features: a fixed map with a known share of zeros; forward_head: a fixed linear map."""
+
+    def __init__(self, feats: torch.Tensor) -> None:
+        super().__init__()
+        self.feats = feats
+
+    def forward_features(self, x):
+        return [self.feats[: len(x)]]
+
+    def forward_head(self, f):
+        return f.flatten(1)[:, :2] * torch.tensor([1.0, 3.0])
+
+
+def test_death_probe_numbers_by_hand():
+    # 4 images x 2 x 2 x 2 maps: 4 zeros per image (16 of 32); logits = the first row of channel 0 x (1, 3)
+    feats = torch.tensor([[0.0, 1.0], [2.0, 0.0]]).repeat(4, 2, 1, 1)
+    feats[:, 1] = torch.tensor([[0.0, 0.0], [5.0, 6.0]])
+    feats[:, 0, 0, 1] = torch.tensor([1.0, 2.0, 3.0, 4.0])  # logit 0 is 0 everywhere, logit 1 = 3 k
+    val = [(torch.zeros(3, 8, 8), 0)] * 4
+    stub = _Stub(feats).train()
+    d = ir._death_probe(stub, val)
+    assert stub.training  # back in train mode
+    assert d["zero_fraction"] == pytest.approx(16 / 32)
+    k = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert d["logit_spread"] == pytest.approx((0.0 + 3 * float(k.std())) / 2)  # the mean over logits of their std
+    assert d["finite"] is True
+    feats[0, 0, 0, 0] = float("nan")
+    assert ir._death_probe(_Stub(feats), val)["finite"] is False
