@@ -71,3 +71,54 @@ def test_lr_factor_is_unchanged(schedule, warmup):
     kw = dict(total_steps=57, warmup_steps=warmup, decay_every=5, decay_rate=0.9, min_lr_ratio=0.05)
     for step in range(0, 70):
         assert lr_factor(step, schedule=schedule, **kw) == _old_lr_factor(step, schedule, **kw)
+
+
+@pytest.mark.parametrize("fn", [cosine, linear])
+def test_warmup_edges(fn):
+    # the last warm-up step is still on the ramp; a one-step warm-up starts at warmup_start
+    assert fn(9, 110, 1.0, 0.0, warmup_steps=10, warmup_start=0.2) == pytest.approx(0.2 + 0.8 * 9 / 10)
+    assert fn(0, 10, 1.0, 0.0, warmup_steps=1, warmup_start=0.2) == pytest.approx(0.2)
+    assert fn(1, 11, 1.0, 0.0, warmup_steps=1, warmup_start=0.2) == pytest.approx(1.0)  # then the decay's start
+
+
+class _Groups:
+    """Just what apply_schedules touches: an optimizer's param_groups."""
+
+    def __init__(self, *groups: dict) -> None:
+        self.param_groups = [dict(g) for g in groups]
+
+
+def test_apply_schedules_sets_each_groups_lr_and_weight_decay():
+    from vislearn.train.config import TrainConfig
+    from vislearn.train.schedules import apply_schedules
+
+    cfg = TrainConfig(steps=20, lr=0.5, schedule="cosine", warmup_steps=4, min_lr_ratio=0.1, weight_decay=0.04,
+                      weight_decay_end=0.4)
+    opt = _Groups({"weight_decay": 0.04}, {"weight_decay": 0.0, "lr_mult": 10.0}, {"weight_decay": 0.02})
+    for step in (0, 3, 4, 11, 19):
+        f = lr_factor(step, schedule="cosine", total_steps=20, warmup_steps=4, min_lr_ratio=0.1)
+        assert apply_schedules(opt, cfg, step) == pytest.approx(0.5 * f)
+        wd = 0.4 - 0.36 * 0.5 * (1 + math.cos(math.pi * step / 20))
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5 * f, 5.0 * f, 0.5 * f], rel=1e-12)
+        assert [g["weight_decay"] for g in opt.param_groups] == pytest.approx([wd, 0.0, wd / 2], rel=1e-12)
+    # no schedule (weight_decay_end < 0): the groups keep their own decay
+    cfg = TrainConfig(steps=20, lr=0.5, weight_decay=0.04)
+    opt = _Groups({"weight_decay": 0.04}, {"weight_decay": 0.0})
+    apply_schedules(opt, cfg, 7)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.04, 0.0]
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 0.5]
+    # a schedule that ends at 0 really reaches 0 (weight_decay_end = 0 is a schedule, not "off")
+    cfg = TrainConfig(steps=10, lr=0.5, weight_decay=0.04, weight_decay_end=0.0)
+    opt = _Groups({"weight_decay": 0.04})
+    apply_schedules(opt, cfg, 10)
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_apply_schedules_without_base_decay_leaves_every_group_undecayed():
+    # each group's decay is scheduled relative to weight_decay, so weight_decay = 0 means none anywhere
+    from vislearn.train.config import TrainConfig
+    from vislearn.train.schedules import apply_schedules
+
+    opt = _Groups({"weight_decay": 0.0}, {"weight_decay": 0.0})
+    apply_schedules(opt, TrainConfig(steps=10, lr=0.5, weight_decay=0.0, weight_decay_end=0.4), 5)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.0]

@@ -29,7 +29,7 @@ class TrainConfig:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
-    weight_decay_end: float = -1.0  # < 0: constant; else cosine from weight_decay to this over the run (DINO)
+    weight_decay_end: float = -1.0  # < 0: constant; else cosine from weight_decay (> 0) to this over the run (DINO)
     adam_beta2: float = 0.999
     optimizer_eps: float = -1.0  # < 0: the optimizer's own default
     rmsprop_decay: float = 0.9
