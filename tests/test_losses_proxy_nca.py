@@ -227,3 +227,33 @@ def test_scale_is_an_inverse_temperature():
     for scale in (1.0, 9.0):
         got = proxy_nca_loss(p[:1].clone(), p, torch.tensor([0]), scale=scale)
         assert got.item() == pytest.approx(math.log(2) - 2 * scale, abs=1e-5)
+
+
+def test_constructor_and_functional_bounds_are_inclusive_where_documented():
+    """The smallest legal values are accepted and the next ones down refused (boundary mutants)."""
+    from vislearn.losses.proxy_nca import ProxyNCALoss, proxy_nca_loss, squared_distances
+
+    # one class, one 1-d proxy, positive kept: legal; zero of either is not
+    loss = ProxyNCALoss(1, 1, exclude_positive=False)
+    assert loss.proxies.shape == (1, 1)
+    for bad in ({"num_classes": 0, "embedding_dim": 1}, {"num_classes": 1, "embedding_dim": 0}):
+        with pytest.raises(UserError):
+            ProxyNCALoss(**bad, exclude_positive=False)
+    with pytest.raises(UserError, match="num_proxies"):
+        ProxyNCALoss(1, 1, num_proxies=0, exclude_positive=False)
+    # excluding the positive needs two proxies: 2 is accepted, 1 refused (module and function)
+    assert ProxyNCALoss(2, 3).num_proxies == 2
+    with pytest.raises(UserError, match=">= 2"):
+        ProxyNCALoss(1, 3)
+    e, t = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    assert torch.isfinite(proxy_nca_loss(e, torch.randn(2, 3), t))
+    with pytest.raises(UserError, match="at least 2 proxies"):
+        proxy_nca_loss(e, torch.randn(1, 3), t)
+    # scale must be > 0 (0 refused), proxy_init_std too; any positive value is kept exactly
+    assert ProxyNCALoss(2, 3, scale=1e-6).scale == 1e-6
+    for kw in ({"scale": 0.0}, {"proxy_init_std": 0.0}):
+        with pytest.raises(UserError):
+            ProxyNCALoss(2, 3, **kw)
+    # squared distances of empty sets are empty, not an error
+    assert squared_distances(torch.zeros(0, 3), torch.randn(2, 3)).shape == (0, 2)
+    assert squared_distances(torch.randn(2, 3), torch.zeros(0, 3)).shape == (2, 0)
