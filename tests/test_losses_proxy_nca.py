@@ -257,3 +257,21 @@ def test_constructor_and_functional_bounds_are_inclusive_where_documented():
     # squared distances of empty sets are empty, not an error
     assert squared_distances(torch.zeros(0, 3), torch.randn(2, 3)).shape == (0, 2)
     assert squared_distances(torch.randn(2, 3), torch.zeros(0, 3)).shape == (2, 0)
+
+
+def test_repr_param_group_bounds_and_bad_embeddings():
+    from vislearn.losses.proxy_nca import ProxyNCALoss
+
+    loss = ProxyNCALoss(3, 4, scale=2.0)
+    assert repr(loss) == ("ProxyNCALoss(num_classes=3, embedding_dim=4, num_proxies=3, scale=2.0, "
+                          "exclude_positive=True, assignment='static', proxy_init='unit')")
+    w = torch.nn.Parameter(torch.zeros(2))
+    groups = loss.param_groups([w], lr_mult=1e-3)
+    assert groups[-1]["lr_mult"] == 1e-3 and groups[0]["params"] == [w]
+    with pytest.raises(UserError, match="lr_mult"):
+        loss.param_groups([w], lr_mult=0.0)
+    labels = torch.tensor([0, 1])
+    assert torch.isfinite(loss(torch.randn(2, 4), labels))  # the legal shape passes the checks
+    for bad in (torch.zeros(2, 4, dtype=torch.long), torch.zeros(8), torch.zeros(2, 4, 1), torch.zeros(2, 5)):
+        with pytest.raises(UserError, match="embeddings"):
+            loss(bad, labels)
