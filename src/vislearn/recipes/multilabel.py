@@ -138,11 +138,11 @@ class _RandomHFlip:
 def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
     """(train, eval) datasets with ``.classes``: embedded shapes scenes, NUS-WIDE, or CSV files."""
     if data is None:
+        kw = dict(num_labels=cfg.num_labels, num_samples=cfg.num_samples, image_size=cfg.image_size,
+                  zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
         if cfg.dataset == "shapes_features":
             from vislearn.recipes.multilabel_features import cached_feature_sets
 
-            kw = dict(num_labels=cfg.num_labels, num_samples=cfg.num_samples, image_size=cfg.image_size,
-                      zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
             return cached_feature_sets(tuple(sorted(kw.items())), cfg.test_samples or cfg.num_samples,
                                        cfg.feature_width, cfg.feature_seed)
         if cfg.dataset != "shapes":
@@ -150,8 +150,6 @@ def multilabel_datasets(cfg: MultilabelConfig, data: str | None):
                             "with train.csv and val.csv)")
         from vislearn.data.embedded import shapes_multilabel
 
-        kw = dict(num_labels=cfg.num_labels, num_samples=cfg.num_samples, image_size=cfg.image_size,
-                  zipf_exponent=cfg.zipf_exponent, max_labels=cfg.max_labels, seed=cfg.data_seed)
         return (shapes_multilabel("train", transform=_RandomHFlip() if cfg.flip else None, **kw),
                 shapes_multilabel("test", **{**kw, "num_samples": cfg.test_samples or cfg.num_samples}))
     from vislearn.data import transforms
