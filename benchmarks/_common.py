@@ -61,8 +61,7 @@ def add_common_args(parser) -> None:
 def apply_common_args(args) -> None:
     """Point :func:`write_bench` at ``--results-dir`` when one was given."""
     global RESULTS_DIR
-    if getattr(args, "results_dir", None):
-        RESULTS_DIR = Path(args.results_dir)
+    RESULTS_DIR = Path(args.results_dir) if getattr(args, "results_dir", None) else ROOT / "results"
 
 
 def write_bench(name: str, summary: str, numbers: dict[str, Any], *, rows: list[dict[str, Any]] | None = None,

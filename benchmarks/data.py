@@ -31,7 +31,7 @@ from pathlib import Path
 import _common  # noqa: F401  (puts src/ on the path)
 import numpy as np
 import torch
-from _common import interleaved
+from _common import add_common_args, apply_common_args, goal_row, interleaved, write_bench
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -142,9 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batches", type=int, default=6, help="timed batches per loader")
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="seconds, tiny sizes: checks the script runs")
     ap.add_argument("--json-out", default=None)
+    add_common_args(ap)
     args = ap.parse_args(argv)
+    apply_common_args(args)
     width, height = (int(v) for v in args.source_size.lower().split("x"))
     if args.quick:
         args.images, args.batch, args.batches, args.image_size, (width, height) = 24, 4, 2, 32, (64, 48)
@@ -188,6 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
     figures["limit"] = verdict
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))
+    rows = [goal_row("JPEG decode, per image (CPU time, 1 thread)", "PIL.Image.open + convert",
+                     figures["decode_speedup"], "reported", None),
+            goal_row(f"decode + RandomResizedCrop({args.image_size}) + flip, per image", "the float32-first path",
+                     figures["path_speedup"], "reported", None)]
+    summary = (f"data path: decode ours/PIL {figures['decode_speedup']:.2f}x faster, uint8-first augment "
+               f"{figures['path_speedup']:.2f}x; best loader {best_key} {best:.0f} img/s vs {args.model} training "
+               f"{model:.0f} img/s: the limit is {verdict}")
+    write_bench("data", summary, figures, rows=rows, quick=args.quick)
     return figures
 
 

@@ -23,7 +23,7 @@ import argparse
 import contextlib
 
 import torch
-from _common import interleaved, write_bench
+from _common import add_common_args, apply_common_args, goal_row, interleaved, write_bench
 
 
 def _autocast(on: bool):
@@ -107,14 +107,18 @@ def bench_train(size: int, rounds: int) -> dict:
     return {"seconds_per_step": t, "vs_mse": {k: v / t["mse"] for k, v in t.items()}}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 32])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args()
+    add_common_args(ap)
+    args = ap.parse_args(argv)
+    apply_common_args(args)
+    if args.quick:
+        args.batch, args.steps, args.rounds = 2, [1, 2], 1
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     decode = bench_decode(args.size, args.batch, args.steps, args.rounds)
@@ -126,7 +130,10 @@ def main() -> None:
                + "; bf16+CL speedup: " + ", ".join(f"{s} steps {r[f'steps_{s}']['bf16_cl_speedup']:.2f}x"
                                                    for s in args.steps)
                + "; train step vs mse: " + ", ".join(f"{k} {v:.1f}x" for k, v in train["vs_mse"].items()))
-    write_bench("swycc", summary, numbers)
+    rows = [goal_row(f"SWYCC decode, {s} sampler step(s), {args.size} px", "diffusers AutoencoderKL, same latent",
+                     1 / r[f"steps_{s}"]["fp32_vs_autoencoder_kl"], "reported (a diffusion decoder costs steps)", None)
+            for s in args.steps]
+    write_bench("swycc", summary, numbers, rows=rows, quick=args.quick)
 
 
 if __name__ == "__main__":
