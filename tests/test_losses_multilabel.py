@@ -402,3 +402,49 @@ def test_functional_reductions_by_hand():
     for red, expect in (("none", warp_rows), ("sum", warp_rows.sum()), ("mean", warp_rows.sum() / 2)):
         got = warp_loss(torch.zeros(4, 4), t4, generator=torch.Generator().manual_seed(0), reduction=red)
         torch.testing.assert_close(got, expect, msg=red)
+
+
+# ------------------------------------------------------------- edges the mutation tool found untested
+def test_pairwise_negative_exactly_at_the_margin_is_not_a_violator():
+    # s_j − m = 1 − 1 = 0 = s_k exactly: the hinge max(0, m − s_j + s_k) is 0 with relu's zero gradient there;
+    # counting the tie as a violator would add 0 to the value but −1/+1 to the gradients of s_j/s_k
+    s = torch.tensor([[1.0, 0.0, 0.5, -3.0]], requires_grad=True)
+    t = torch.tensor([[1, 0, 0, 0]])
+    loss = pairwise_ranking_loss(s, t, margin=1.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.5)  # only the 0.5 negative violates: 1 − 1 + 0.5
+    assert s.grad.tolist() == [[-1.0, 0.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize("form, expected", [
+    # one violator (0.5) among n = 3 negatives, two ties at exactly s_j − m (not violators): the draw that
+    # finds it is uniform over positions 1..3, so r = ⌊3/N⌋ ∈ {3, 1, 1}; the paper form pays L(r) · Σ hinges
+    # (0.5), the sampled pair L(r) · 0.5 too; E = (H(3) + 1 + 1) / 3 · 0.5
+    ("paper", (harmonic(3) + 2) / 3 * 0.5),
+    ("sampled_pair", (harmonic(3) + 2) / 3 * 0.5),
+])
+def test_warp_ties_at_the_margin_are_not_violators(form, expected):
+    rows = 4000
+    s = torch.tensor([[1.0, 0.0, 0.0, 0.5]]).repeat(rows, 1)
+    t = torch.tensor([[1, 0, 0, 0]]).repeat(rows, 1)
+    per_row = warp_loss(s, t, margin=1.0, generator=torch.Generator().manual_seed(0), reduction="none", form=form)
+    assert per_row.unique().tolist() == pytest.approx([0.5, 0.5 * harmonic(3)])  # never a tie's zero hinge
+    assert per_row.mean().item() == pytest.approx(expected, abs=0.02)  # counting ties: always r = 3 (0.917)
+
+
+def test_inputs_must_both_be_tensors_and_margin_zero_is_allowed():
+    for loss in (PairwiseRankingLoss(), MultilabelSoftmaxLoss(), WARPLoss(3)):
+        with pytest.raises(UserError, match="must be tensors"):
+            loss(torch.zeros(1, 3), [[1, 0, 0]])
+        with pytest.raises(UserError, match="must be tensors"):
+            loss([[0.0, 0.0, 0.0]], torch.tensor([[1, 0, 0]]))
+    s, t = torch.tensor([[1.0, 0.0, 1.5]]), torch.tensor([[1, 0, 0]])
+    assert pairwise_ranking_loss(s, t, margin=0.0).item() == pytest.approx(0.5)  # max(0, 0 − 1 + 1.5)
+    assert PairwiseRankingLoss(margin=0).margin == 0.0 and WARPLoss(3, margin=0).margin == 0.0
+
+
+def test_warp_module_repr_and_no_saved_state():
+    loss = WARPLoss(7, margin=0.5, max_trials=3, form="sampled_pair")
+    assert repr(loss) == "WARPLoss(num_labels=7, margin=0.5, max_trials=3, form='sampled_pair')"
+    # the rank-weight table is derived from num_labels: not saved, so checkpoints hold no loss state
+    assert loss.state_dict() == {} and loss.rank_weights.tolist() == warp_rank_weights(7).tolist()
