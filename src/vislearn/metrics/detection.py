@@ -130,6 +130,34 @@ def _per_gt(values, i: int, n: int, name: str, dtype) -> np.ndarray | None:
     return a
 
 
+_TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.int64): torch.int64, np.dtype(bool): torch.bool}
+
+
+def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-image tensors or arrays → ``(flat array, per-image lengths)``, shapes validated."""
+    parts = []
+    for i, x in enumerate(lst):
+        t = x.detach() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
+        if last is None:
+            t = t.reshape(-1)
+        elif t.numel() == 0:
+            t = t.reshape(0, last)
+        elif t.ndim != 2 or t.shape[1] != last:
+            raise UserError(f"{name}[{i}]: expected K×{last}, got shape {tuple(t.shape)}")
+        parts.append(t)
+    lens = np.fromiter((len(t) for t in parts), np.int64, len(parts))
+    if not parts:
+        return np.zeros((0, last) if last else (0,), dtype), lens
+    return torch.cat(parts).to(_TORCH_DTYPES[np.dtype(dtype)]).cpu().numpy(), lens
+
+
+def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
+    bad = np.flatnonzero(a != b)
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(f"image {i}: {a[i]} {what_a} but {b[i]} {what_b}")
+
+
 def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None):
     """Concatenate per-image lists into flat arrays with image indices; validate shapes and boxes.
 
@@ -137,53 +165,53 @@ def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=Non
     ``None`` when not given, crowd ``None`` when no image has a crowd region, area ``None`` when no
     image gives areas (``w·h`` fills the images without).
     """
-    db, ds, dl, di, gb, gl, gi, gc, ga = [], [], [], [], [], [], [], [], []
-    for i in range(len(gt_boxes)):
-        b = _as_np(dt_boxes[i], 4, f"dt_boxes[{i}]")
-        s = _as_np(dt_scores[i], None, f"dt_scores[{i}]")
-        if len(s) != len(b):
-            raise UserError(f"image {i}: {len(b)} detection boxes but {len(s)} scores")
-        g = _as_np(gt_boxes[i], 4, f"gt_boxes[{i}]")
-        db.append(b), ds.append(s), gb.append(g)
-        di.append(np.full(len(b), i, np.int64)), gi.append(np.full(len(g), i, np.int64))
-        if dt_labels is not None:
-            lab = _as_np(dt_labels[i], None, f"dt_labels[{i}]", np.int64)
-            if len(lab) != len(b):
-                raise UserError(f"image {i}: {len(b)} detection boxes but {len(lab)} labels")
-            dl.append(lab)
-        if gt_labels is not None:
-            lab = _as_np(gt_labels[i], None, f"gt_labels[{i}]", np.int64)
-            if len(lab) != len(g):
-                raise UserError(f"image {i}: {len(g)} ground-truth boxes but {len(lab)} labels")
-            gl.append(lab)
-        gc.append(_per_gt(gt_iscrowd, i, len(g), "gt_iscrowd", bool))
-        ga.append(_per_gt(gt_areas, i, len(g), "gt_areas", np.float64))
-    def cat(xs, shape):
-        return np.concatenate(xs) if xs else np.zeros(shape)
-
-    out = (cat(db, (0, 4)), cat(ds, (0,)), cat(dl, (0,)).astype(np.int64) if dt_labels is not None else None,
-           cat(di, (0,)).astype(np.int64), cat(gb, (0, 4)), cat(gl, (0,)).astype(np.int64)
-           if gt_labels is not None else None, cat(gi, (0,)).astype(np.int64))
-    for name, b in (("detection", out[0]), ("ground-truth", out[4])):
+    n = len(gt_boxes)
+    db, nd = _cat(dt_boxes, "dt_boxes", 4, np.float64)
+    ds, ns = _cat(dt_scores, "dt_scores", None, np.float64)
+    _same_counts(nd, ns, "detection boxes", "scores")
+    gb, ng = _cat(gt_boxes, "gt_boxes", 4, np.float64)
+    dl = gl = None
+    if dt_labels is not None:
+        dl, nl = _cat(dt_labels, "dt_labels", None, np.int64)
+        _same_counts(nd, nl, "detection boxes", "labels")
+    if gt_labels is not None:
+        gl, nl = _cat(gt_labels, "gt_labels", None, np.int64)
+        _same_counts(ng, nl, "ground-truth boxes", "labels")
+    for what, b in (("detection", db), ("ground-truth", gb)):
         if not np.isfinite(b).all():
-            raise UserError(f"{name} boxes contain NaN or infinite coordinates")
+            raise UserError(f"{what} boxes contain NaN or infinite coordinates")
         if len(b) and ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
-            raise UserError(f"{name} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
-    if not np.isfinite(out[1]).all():
+            raise UserError(f"{what} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
+    if not np.isfinite(ds).all():
         raise UserError("detection scores contain NaN or infinite values")
-    crowd = None
-    if any(c is not None and c.any() for c in gc):
-        crowd = np.concatenate([np.zeros(len(g), bool) if c is None else c for g, c in zip(gb, gc, strict=True)])
-    area = None
-    if any(a is not None for a in ga):
-        area = np.concatenate([_box_area(g) if a is None else a for g, a in zip(gb, ga, strict=True)])
-        if not np.isfinite(area).all() or (area < 0).any():
-            raise UserError("gt_areas must be finite and non-negative")
-    return (*out, crowd, area)
+    g_start = np.cumsum(ng) - ng
+    crowd = _per_gt_flat(gt_iscrowd, ng, "gt_iscrowd", bool, lambda i: np.zeros(ng[i], bool))
+    if crowd is not None and not crowd.any():
+        crowd = None
+    area = _per_gt_flat(gt_areas, ng, "gt_areas", np.float64, lambda i: _box_area(gb[g_start[i]:g_start[i] + ng[i]]))
+    if area is not None and (not np.isfinite(area).all() or (area < 0).any()):
+        raise UserError("gt_areas must be finite and non-negative")
+    return db, ds, dl, np.repeat(np.arange(n), nd), gb, gl, np.repeat(np.arange(n), ng), crowd, area
+
+
+def _per_gt_flat(values, ng: np.ndarray, name: str, dtype, default) -> np.ndarray | None:
+    """An optional per-ground-truth list, flat (``None`` entries filled by ``default(i)``; ``None``: not given)."""
+    if values is None or all(v is None for v in values):
+        return None
+    flat, lens = _cat([default(i) if v is None else v for i, v in enumerate(values)], name, None, dtype)
+    _same_counts(ng, lens, "ground-truth boxes", f"{name} values")
+    return flat
 
 
 def _box_area(b: np.ndarray) -> np.ndarray:
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
+
+def _argsort_descending(x: np.ndarray) -> np.ndarray:
+    """Stable descending argsort (ties keep input order); a quicksort when there are no ties, which is the same."""
+    o = np.argsort(-x)
+    xs = x[o]
+    return np.argsort(-x, kind="stable") if (xs[1:] == xs[:-1]).any() else o
 
 
 def _check_params(iou_thresholds, max_dets) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -223,16 +251,18 @@ def _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, 
     dk, gk = cat_index(dl), cat_index(gl)
     gc = np.zeros(len(gb), bool) if gc is None else gc
     g_area = _box_area(gb) if g_area is None else g_area
-    # detections by (category, image) group, then score (stable: input order on ties), cut to max_dets
+    # rank: place within the (category, image) group by score (stable: input order on ties), cut at max_dets;
+    # the detections are then kept in COCOeval's pooled order: category, score, image, rank
     d_group = dk * n_img + di
-    order = np.lexsort((-ds, d_group))
-    order = order[dk[order] >= 0]
-    d_group = d_group[order]
-    starts = np.searchsorted(d_group, d_group, side="left")
-    d_rank = np.arange(len(order)) - starts
-    top = d_rank < max_dets[-1]
-    order, d_group, d_rank = order[top], d_group[top], d_rank[top]
-    db, ds, dk, di = db[order], ds[order], dk[order], di[order]
+    by_score = _argsort_descending(ds)
+    by_score = by_score[dk[by_score] >= 0]
+    by_group = by_score[np.argsort(d_group[by_score], kind="stable")]
+    sorted_group = d_group[by_group]
+    d_rank = np.zeros(len(ds), np.int64)
+    d_rank[by_group] = np.arange(len(by_group)) - np.searchsorted(sorted_group, sorted_group, side="left")
+    pooled = by_score[np.argsort(dk[by_score], kind="stable")]
+    pooled = pooled[d_rank[pooled] < max_dets[-1]]
+    db, ds, dk, di, d_group, d_rank = db[pooled], ds[pooled], dk[pooled], di[pooled], d_group[pooled], d_rank[pooled]
     g_order = np.flatnonzero(gk >= 0)
     g_group = gk[g_order] * n_img + gi[g_order]
     g_order = g_order[np.argsort(g_group, kind="stable")]
@@ -245,7 +275,7 @@ def _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, 
     pd, pg, piou = candidates(xywh(db), d_group, xywh(gb), g_group, gc, K * n_img, float(thr_c.min()))
     dtm, dig = greedy_match(pd, pg, piou, d_group, d_rank, gc, g_ign, thr_c, len(db))
     npig = np.stack([np.bincount(gk[~ign], minlength=K) for ign in g_ign]) if len(ranges) else np.zeros((0, K))
-    precision, recall = accumulate(dtm, dig, (d_area < lo) | (d_area > hi), ds, dk, di, d_rank, npig, max_dets, K)
+    precision, recall = accumulate(dtm, dig, (d_area < lo) | (d_area > hi), dk, d_rank, npig, max_dets, K)
     return [DetectionEvaluation(precision[:, :, :, a], recall[:, :, a], thr, max_dets, cats, npig[a])
             for a in range(len(ranges))]
 

@@ -136,13 +136,14 @@ def _match_rank_by_rank(pd, pg, piou, d_rank, g_crowd, g_ign, thr, dtm, dig) -> 
         taken[ai, ti, g_sel[ai, ti, si]] = True
 
 
-def accumulate(dtm, dig, d_out, scores, cat, image, rank, npig, max_dets, num_cats: int):
+def accumulate(dtm, dig, d_out, cat, rank, npig, max_dets, num_cats: int):
     """COCOeval's ``accumulate`` → precision ``T×R×K×A×M`` and recall ``T×K×A×M`` (``-1``: no ground truth).
 
-    ``dtm``/``dig``: ``A×T×N`` matched / matched to ignored ground truth (:func:`greedy_match`);
+    The detections must be in COCOeval's pooled order (category, score descending, image, rank): per
+    category, the first ``max_det`` detections of each image pooled in image order and merge-sorted by
+    score. ``dtm``/``dig``: ``A×T×N`` matched / matched to ignored ground truth (:func:`greedy_match`);
     ``d_out``: ``A×N`` detections outside the area range (ignored when unmatched); ``npig``: ``A×K``
-    non-ignored ground truth. Per category, the first ``max_det`` detections of each image are pooled in
-    image order and sorted by score (stable), as pycocotools concatenates and merge-sorts them.
+    non-ignored ground truth.
 
     Only the matched detections are visited: precision can only rise at a true positive, so the
     precision envelope at recall point ``r`` is the largest ``j / (seen_j + eps)`` over the true
@@ -153,44 +154,37 @@ def accumulate(dtm, dig, d_out, scores, cat, image, rank, npig, max_dets, num_ca
     K, R, M = num_cats, len(REC_THRESHOLDS), len(max_dets)
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
-    order = np.lexsort((rank, image, -scores, cat))
-    ea, et, ep = np.nonzero(dtm[:, :, order])  # matches, sorted by (area, threshold, pooled position)
-    e_ign = dig[ea, et, order[ep]]
-    need = _first_count_reaching(npig)  # A×K×R
+    ea, et, ep = np.nonzero(dtm)  # matches, sorted by (area, threshold, pooled position)
+    e_ign = dig[ea, et, ep]
+    need = np.maximum(np.broadcast_to(_first_count_reaching(npig)[:, None], (A, T, K, R)).reshape(-1, R), 1)
     has = npig > 0
     for m, md in enumerate(max_dets):
-        keep = rank[order] < md
-        sel = order[keep]
-        pos = np.cumsum(keep) - 1  # position among the kept
-        bounds = np.searchsorted(cat[sel], np.arange(K + 1))
-        cum_out = np.cumsum(d_out[:, sel], axis=1)  # A×N_m
-        ek = keep[ep]
-        a, t, p, ign = ea[ek], et[ek], pos[ep[ek]], e_ign[ek]
-        k = cat[sel[p]]
-        out = d_out[a, sel[p]]
-        start = bounds[k]
-        n_out = cum_out[a, p] - np.where(start > 0, cum_out[a, np.maximum(start - 1, 0)], 0)
-        gid = (a * T + t) * K + k  # (area, threshold, category): contiguous runs
+        keep = rank < md
+        a, t, p, ign = ea, et, ep, e_ign
+        cat_m, out_m = cat, d_out
+        if not keep.all():
+            ek = keep[ep]
+            a, t, p, ign = ea[ek], et[ek], (np.cumsum(keep) - 1)[ep[ek]], e_ign[ek]
+            cat_m, out_m = cat[keep], d_out[:, keep]
+        n_m = len(cat_m)
+        start = np.searchsorted(cat_m, np.arange(K + 1))[cat_m[p]]
+        cum_out = np.cumsum(out_m, axis=1).ravel()  # A×N_m, flat
+        n_out = cum_out[a * n_m + p] - np.where(start > 0, cum_out[a * n_m + np.maximum(start - 1, 0)], 0)
+        gid = (a * T + t) * K + cat_m[p]  # (area, threshold, category): contiguous runs
         first = _run_starts(gid)
         # ignored up to here = matched to ignored + (outside the range − outside the range and matched)
-        ignored = _cum_in_run(ign, first) + n_out - _cum_in_run(out, first)
-        seen = p - start + 1 - ignored
+        ignored = _cum_in_run(ign, first) + n_out - _cum_in_run(out_m.ravel()[a * n_m + p], first)
         tp = ~ign
-        gid, seen = gid[tp], seen[tp]
-        first = _run_starts(gid)
-        j = np.arange(len(gid)) - first + 1
+        gid, seen = gid[tp], (p - start + 1 - ignored)[tp]
+        j = np.arange(len(gid)) - _run_starts(gid) + 1
         pr = j / (seen.astype(np.float64) + np.spacing(1))  # pycocotools' tp / (fp + tp + eps)
         n_tp = np.bincount(gid, minlength=A * T * K)
-        g0 = np.cumsum(n_tp) - n_tp
-        c = np.maximum(np.broadcast_to(need[:, None], (A, T, K, R)).reshape(-1, R), 1)
-        ok = c <= n_tp[:, None]
-        q = np.zeros(ok.shape)
-        if ok.any():  # max of pr over [g0 + c - 1, g0 + n_tp): one reduceat over (start, end) pairs
-            idx = np.empty(2 * int(ok.sum()), np.int64)
-            idx[0::2] = (g0[:, None] + c - 1)[ok]
-            idx[1::2] = np.broadcast_to((g0 + n_tp)[:, None], ok.shape)[ok]
-            q[ok] = np.maximum.reduceat(np.r_[pr, 0.0], idx)[0::2]
-        q = q.reshape(A, T, K, R)
+        ok = need <= n_tp[:, None]
+        block = np.zeros(ok.shape)
+        if ok.any():  # max of pr between consecutive recall points' first true positives, then suffix max
+            g0 = np.cumsum(n_tp) - n_tp
+            block[ok] = np.maximum.reduceat(pr, (g0[:, None] + need - 1)[ok])
+        q = np.maximum.accumulate(block[:, ::-1], axis=1)[:, ::-1].reshape(A, T, K, R)
         rc = n_tp.reshape(A, T, K) / np.maximum(npig, 1)[:, None, :]
         precision[..., m] = np.where(has[:, None, :, None], q, -1.0).transpose(1, 3, 2, 0)
         recall[..., m] = np.where(has[:, None, :], rc, -1.0).transpose(1, 2, 0)
