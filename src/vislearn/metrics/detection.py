@@ -464,8 +464,16 @@ class DetectionEvaluator:
             self.gt_labels += [torch.as_tensor(x).cpu() for x in gt_labels]
 
     def compute(self, **kwargs) -> DetectionEvaluation:
+        """:func:`evaluate_detections` on everything added (keyword arguments passed on)."""
+        return self._run(evaluate_detections, kwargs)
+
+    def compute_coco(self, **kwargs) -> CocoEvaluation:
+        """:func:`evaluate_coco` on everything added: all area ranges; ``.stats()`` is COCOeval's summary."""
+        return self._run(evaluate_coco, kwargs)
+
+    def _run(self, fn, kwargs):
         kwargs = {"gt_iscrowd": self.gt_iscrowd, "gt_areas": self.gt_areas, **kwargs}
         if self.class_agnostic:
-            return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
-        return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,
-                                   num_classes=self.num_classes, **kwargs)
+            return fn(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
+        return fn(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,
+                  num_classes=self.num_classes, **kwargs)
