@@ -246,3 +246,15 @@ def test_evaluate_coco_custom_ranges_and_thresholds():
     assert list(stats)[-5:] == ["AR@5", "AR@20", "AR_small", "AR_medium", "AR_large"]
     with pytest.raises(UserError, match="area_ranges"):
         evaluate_coco(dtb, dts, gtb, dtl, gtl, area_ranges={})
+
+
+def test_equal_iou_goes_to_the_later_box_as_cocoeval():
+    # the first detection has IoU 100/120 with both boxes: COCOeval gives it the later one (B), which leaves A,
+    # at IoU 0.92, to the second detection; taking A first would leave it only B at 0.67 < 0.7
+    gt = [torch.tensor([[0.0, 0.0, 10.0, 12.0], [0.0, 0.0, 12.0, 10.0]])]
+    dt = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 13.0]])]
+    sc, lab = [torch.tensor([0.9, 0.8])], [torch.tensor([0, 0])]
+    ev = evaluate_detections(dt, sc, gt, lab, lab, iou_thresholds=[0.5, 0.7], max_dets=[10])
+    ref = _cocoeval(gt, lab, dt, sc, lab, 1, iou_thrs=[0.5, 0.7], max_dets=[10])
+    np.testing.assert_array_equal(ev.recall, ref.eval["recall"][:, :, 0, :])
+    assert ev.recall[:, 0, 0].tolist() == [1.0, 1.0]
