@@ -32,25 +32,35 @@ def xywh(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
 
 
-def pair_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """IoU of paired ``P×4`` xywh boxes, pycocotools' ``bbIou`` operation for operation (crowd: ``∩ / area(d)``)."""
-    w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
-    h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
+def _edges(b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``x, y, w, h`` boxes → contiguous columns ``x1, y1, x + w, y + h, w·h`` (pycocotools' edges and area)."""
+    return (np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1]), b[:, 2] + b[:, 0], b[:, 3] + b[:, 1],
+            b[:, 2] * b[:, 3])
+
+
+def _iou_of_edges(d, g, crowd: np.ndarray) -> np.ndarray:
+    w = np.minimum(d[2], g[2]) - np.maximum(d[0], g[0])
+    h = np.minimum(d[3], g[3]) - np.maximum(d[1], g[1])
     inter = w * h
-    da = d[:, 2] * d[:, 3]
-    union = np.where(crowd, da, da + g[:, 2] * g[:, 3] - inter)
+    union = np.where(crowd, d[4], d[4] + g[4] - inter)
     ok = (w > 0) & (h > 0) & (union > 0)
     return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
+
+
+def pair_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of paired ``P×4`` xywh boxes, pycocotools' ``bbIou`` operation for operation (crowd: ``∩ / area(d)``)."""
+    return _iou_of_edges(_edges(d), _edges(g), crowd)
 
 
 def candidates(dx, d_group, gx, g_group, g_crowd, num_groups: int, min_thr: float):
     """``(det, gt, iou)`` of all same-group pairs with IoU ``>= min_thr``, ordered by detection then ground truth.
 
-    Detections and ground truth must be sorted by group.
+    ``dx``/``gx``: xywh boxes; the ground truth must be sorted by group.
     """
     g_start = np.searchsorted(g_group, np.arange(num_groups))
     cnt = np.bincount(g_group, minlength=num_groups)[d_group]
     ends = np.cumsum(cnt)
+    de, ge = _edges(dx), _edges(gx)
     out_d, out_g, out_iou = [], [], []
     lo = 0
     while lo < len(dx):  # detections in blocks of about _PAIRS_PER_CHUNK pairs
@@ -59,8 +69,8 @@ def candidates(dx, d_group, gx, g_group, g_crowd, num_groups: int, min_thr: floa
         c = cnt[lo:hi]
         pd = np.repeat(np.arange(lo, hi), c)
         pg = np.repeat(g_start[d_group[lo:hi]] - (np.cumsum(c) - c), c) + np.arange(len(pd))
-        iou = pair_iou(dx[pd], gx[pg], g_crowd[pg])
-        keep = iou >= min_thr
+        iou = _iou_of_edges([x[pd] for x in de], [x[pg] for x in ge], g_crowd[pg])
+        keep = np.flatnonzero(iou >= min_thr)
         out_d.append(pd[keep]), out_g.append(pg[keep]), out_iou.append(iou[keep])
         lo = hi
     if not out_d:
@@ -111,7 +121,7 @@ def _match_rank_by_rank(pd, pg, piou, d_rank, g_crowd, g_ign, thr, dtm, dig) -> 
     """The other groups: all detections of one rank at a time, each taking its best free candidate."""
     A, T, G = g_ign.shape[0], len(thr), g_ign.shape[1]
     rank = d_rank[pd]
-    o = np.lexsort((pg, pd, rank))
+    o = np.argsort(rank.astype(np.int16) if rank.max() < 2**15 else rank, kind="stable")  # pairs stay (det, gt)
     pd, pg, piou, rank = pd[o], pg[o], piou[o], rank[o]
     # regular before ignored, then IoU, compared exactly: non-negative float64 bits order like the floats
     key_all = piou.view(np.int64)[None, :] + np.where(g_ign[:, pg], 0, np.int64(1) << 62)  # A×P
