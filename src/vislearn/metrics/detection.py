@@ -135,9 +135,21 @@ _TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.int64): torch.
 
 def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate per-image tensors or arrays → ``(flat array, per-image lengths)``, shapes validated."""
+    to = _TORCH_DTYPES[np.dtype(dtype)]
+    if lst and all(isinstance(x, torch.Tensor) for x in lst):  # fast path: one torch.cat, which checks the shapes
+        with torch.no_grad():
+            parts = lst if last is not None else [x if x.ndim == 1 else x.reshape(-1) for x in lst]
+            try:
+                flat = torch.cat(parts)
+            except RuntimeError:  # shapes or devices differ: the loop below says which
+                flat = None
+            if flat is not None and flat.ndim == (1 if last is None else 2) and (last is None or flat.shape[1] == last):
+                lens = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+                if lens.sum() == len(flat):
+                    return flat.to(to).cpu().numpy(), lens
     parts = []
     for i, x in enumerate(lst):
-        t = x.detach() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
+        t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
         if last is None:
             t = t.reshape(-1)
         elif t.numel() == 0:
@@ -148,7 +160,7 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
     lens = np.fromiter((len(t) for t in parts), np.int64, len(parts))
     if not parts:
         return np.zeros((0, last) if last else (0,), dtype), lens
-    return torch.cat(parts).to(_TORCH_DTYPES[np.dtype(dtype)]).cpu().numpy(), lens
+    return torch.cat([t.to(to) for t in parts]).numpy(), lens
 
 
 def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
