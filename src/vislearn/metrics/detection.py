@@ -285,9 +285,9 @@ def _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, 
     d_area = _box_area(db)[None]
     thr_c = np.minimum(thr, 1 - 1e-10)
     pd, pg, piou = candidates(xywh(db), d_group, xywh(gb), g_group, gc, K * n_img, float(thr_c.min()))
-    dtm, dig = greedy_match(pd, pg, piou, d_group, d_rank, gc, g_ign, thr_c, len(db))
+    dtm, matched_ignored = greedy_match(pd, pg, piou, d_group, d_rank, gc, g_ign, thr_c, len(db))
     npig = np.stack([np.bincount(gk[~ign], minlength=K) for ign in g_ign]) if len(ranges) else np.zeros((0, K))
-    precision, recall = accumulate(dtm, dig, (d_area < lo) | (d_area > hi), dk, d_rank, npig, max_dets, K)
+    precision, recall = accumulate(dtm, matched_ignored, (d_area < lo) | (d_area > hi), dk, d_rank, npig, max_dets, K)
     return [DetectionEvaluation(precision[:, :, :, a], recall[:, :, a], thr, max_dets, cats, npig[a])
             for a in range(len(ranges))]
 

@@ -79,29 +79,39 @@ def candidates(dx, d_group, gx, g_group, g_crowd, num_groups: int, min_thr: floa
 
 
 def greedy_match(pd, pg, piou, d_group, d_rank, g_crowd, g_ign, thr, n_det: int):
-    """COCOeval's matching for every area range at once → (matched, ignored-by-match), each ``A×T×N`` bool.
+    """COCOeval's matching for every area range at once → ``(matched, matched_ignored)``.
 
-    ``pd, pg, piou``: :func:`candidates`; ``g_ign``: ``A×G`` ignored ground truth per area range (crowds
-    included); ``thr``: the IoU thresholds already capped at ``1 - 1e-10`` as COCOeval does.
+    ``matched`` is ``A×T×N`` bool; ``matched_ignored(a, t, det)`` says, for matched entries, whether the
+    ground truth taken is ignored (index arrays in, bool array out). ``pd, pg, piou``: :func:`candidates`;
+    ``g_ign``: ``A×G`` ignored ground truth per area range (crowds included); ``thr``: the IoU thresholds
+    already capped at ``1 - 1e-10`` as COCOeval does.
     """
     A, T = g_ign.shape[0], len(thr)
     dtm = np.zeros((A, T, n_det), bool)
-    dig = np.zeros((A, T, n_det), bool)
+    dig = np.zeros((A, T, n_det), bool)  # written for the rank-by-rank groups only
+    single_gt = np.full(n_det, -1, np.int64)  # the one candidate of a detection in a closed-form group
+
+    def matched_ignored(a, t, det):
+        g = single_gt[det]
+        return np.where(g >= 0, g_ign[a, np.maximum(g, 0)], dig[a, t, det])
+
     if len(pd) == 0:
-        return dtm, dig
+        return dtm, matched_ignored
     n_cand = np.bincount(pd, minlength=n_det)
     hard = np.zeros(int(d_group.max()) + 1, bool)
     hard[d_group[n_cand >= 2]] = True
     h = hard[d_group[pd]]
-    _match_single_candidate(pd[~h], pg[~h], piou[~h], g_crowd, g_ign, thr, dtm, dig)
+    single_gt[pd[~h]] = pg[~h]
+    _match_single_candidate(pd[~h], pg[~h], piou[~h], g_crowd, thr, dtm)
     if h.any():
         _match_rank_by_rank(pd[h], pg[h], piou[h], d_rank, g_crowd, g_ign, thr, dtm, dig)
-    return dtm, dig
+    return dtm, matched_ignored
 
 
-def _match_single_candidate(pd, pg, piou, g_crowd, g_ign, thr, dtm, dig) -> None:
+def _match_single_candidate(pd, pg, piou, g_crowd, thr, dtm) -> None:
     """Groups where each detection has at most one candidate: the first detection (by rank, which is
-    the detection order within a group) reaching the threshold takes the box; crowds take them all."""
+    the detection order within a group) reaching the threshold takes the box; crowds take them all.
+    The same for every area range."""
     if len(pd) == 0:
         return
     o = np.argsort(pg, kind="stable")
@@ -112,9 +122,8 @@ def _match_single_candidate(pd, pg, piou, g_crowd, g_ign, thr, dtm, dig) -> None
     valid = piou[None, :] >= thr[:, None]  # T×P
     cs = np.cumsum(valid, axis=1, dtype=np.int32)
     before = np.where(seg_start > 0, cs[:, np.maximum(seg_start - 1, 0)], 0)
-    matched = valid & (g_crowd[pg][None, :] | (cs - before[:, seg_id] == 1))
-    dtm[:, :, pd] = matched[None]
-    dig[:, :, pd] = matched[None] & g_ign[:, None, pg]
+    dtm[0][:, pd] = valid & (g_crowd[pg][None, :] | (cs - before[:, seg_id] == 1))
+    dtm[1:] = dtm[0]
 
 
 def _match_rank_by_rank(pd, pg, piou, d_rank, g_crowd, g_ign, thr, dtm, dig) -> None:
@@ -146,12 +155,12 @@ def _match_rank_by_rank(pd, pg, piou, d_rank, g_crowd, g_ign, thr, dtm, dig) -> 
         taken[ai, ti, g_sel[ai, ti, si]] = True
 
 
-def accumulate(dtm, dig, d_out, cat, rank, npig, max_dets, num_cats: int):
+def accumulate(dtm, matched_ignored, d_out, cat, rank, npig, max_dets, num_cats: int):
     """COCOeval's ``accumulate`` → precision ``T×R×K×A×M`` and recall ``T×K×A×M`` (``-1``: no ground truth).
 
     The detections must be in COCOeval's pooled order (category, score descending, image, rank): per
     category, the first ``max_det`` detections of each image pooled in image order and merge-sorted by
-    score. ``dtm``/``dig``: ``A×T×N`` matched / matched to ignored ground truth (:func:`greedy_match`);
+    score. ``dtm``, ``matched_ignored``: :func:`greedy_match`'s matches and whether they took ignored ground truth;
     ``d_out``: ``A×N`` detections outside the area range (ignored when unmatched); ``npig``: ``A×K``
     non-ignored ground truth.
 
@@ -165,7 +174,7 @@ def accumulate(dtm, dig, d_out, cat, rank, npig, max_dets, num_cats: int):
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
     ea, et, ep = np.nonzero(dtm)  # matches, sorted by (area, threshold, pooled position)
-    e_ign = dig[ea, et, ep]
+    e_ign = matched_ignored(ea, et, ep)
     need = np.maximum(np.broadcast_to(_first_count_reaching(npig)[:, None], (A, T, K, R)).reshape(-1, R), 1)
     has = npig > 0
     for m, md in enumerate(max_dets):
