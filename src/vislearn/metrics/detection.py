@@ -145,11 +145,13 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
                 flat = None
             if flat is not None and flat.ndim == (1 if last is None else 2) and (last is None or flat.shape[1] == last):
                 lens = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-                if lens.sum() == len(flat):
+                if lens.sum() == len(flat) and not flat.is_complex():
                     return flat.to(to).cpu().numpy(), lens
     parts = []
     for i, x in enumerate(lst):
         t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
+        if t.is_complex():
+            raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
         if last is None:
             t = t.reshape(-1)
         elif t.numel() == 0:
