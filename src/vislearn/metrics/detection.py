@@ -19,10 +19,12 @@ The protocol is COCOeval's (``pycocotools/cocoeval.py``), which the tests use as
 * AP is the mean of precision over IoU thresholds, recall points and categories that have ground
   truth; categories without ground truth are left out (COCOeval's ``-1``).
 
-What differs from pycocotools: the greedy matching runs for all images at once, one detection rank
-per step over ``images × thresholds × boxes`` arrays (pycocotools loops in Python over images,
-categories, area ranges, thresholds, detections and boxes), and only one area range is evaluated at
-a time. IoU is the COCO box IoU (``w·h`` areas, no +1).
+What differs from pycocotools is only how it is computed (pycocotools loops in Python over images,
+categories, area ranges, thresholds, detections and boxes): every image, category, threshold and area
+range at once, in :mod:`vislearn.metrics.detection_match`, with the same floating-point operations
+where they decide a comparison, so the precision/recall arrays are equal to pycocotools' bit for bit in
+the tests. :func:`evaluate_coco` evaluates COCOeval's four area ranges in one pass (``.stats()`` is
+``summarize``); :func:`evaluate_detections` one range. IoU is the COCO box IoU (``w·h`` areas, no +1).
 
 Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K``, labels ``K``; for
 the ground truth optionally ``gt_iscrowd`` (bool ``K``) and ``gt_areas`` (float ``K``), where a ``None``
