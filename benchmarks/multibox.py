@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_common_args(args)
     torch.set_num_threads(1)
     if args.quick:
-        args.images, args.rounds = [100, 200], 1
+        args.images, args.rounds = [50, 100], 1
     numbers: dict = {"torch_threads": 1, "clock": "time.process_time (CPU s of this process)"}
     # 1. proposal inference
     models = [("multibox_tiny_128", dict(backbone="multibox_tiny", image_size=128, head_width=64, context_width=32),
