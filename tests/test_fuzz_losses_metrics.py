@@ -128,6 +128,8 @@ CASES = {
                                                 [torch.tensor([0, 1])]], {}),
     "coco_map": lambda: (M.coco_map, [[_boxes()], [torch.rand(3)], [torch.tensor([0, 1, 1])], [_boxes(2)],
                                       [torch.tensor([0, 1])]], {}),
+    "evaluate_coco": lambda: (M.evaluate_coco, [[_boxes()], [torch.rand(3)], [_boxes(2)], [torch.tensor([0, 1, 1])],
+                                                [torch.tensor([0, 1])]], {}),
 }
 
 NOT_TENSOR_FUNCTIONS = {
@@ -154,7 +156,8 @@ NOT_TENSOR_FUNCTIONS = {
     "MultiBoxLoss": "matching needs a BoxCoder and priors; its stateless form multibox_loss is in "
                     "tests/test_losses_multibox.py",
     "multibox_loss": "same as MultiBoxLoss",
-    "DetectionEvaluation": "a result container", "DetectionEvaluator": "accumulates evaluate_detections (fuzzed)",
+    "DetectionEvaluation": "a result container", "CocoEvaluation": "a result container",
+    "COCO_AREA_RANGES": "a constant", "DetectionEvaluator": "accumulates evaluate_detections (fuzzed)",
     "to_coco_json": "writes the COCO json the oracle reads; a test helper of detection metrics",
     "logistic4": "a closed-form curve over numbers", "MultilabelTopK": "accumulates topk_scores (fuzzed)",
     "RetrievalEvaluator": "accumulates retrieval_metrics (fuzzed)",

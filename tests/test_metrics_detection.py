@@ -1,20 +1,26 @@
 """vislearn.metrics.detection against pycocotools' COCOeval on random and synthetic data."""
 
 import contextlib
+import copy
 import io
 
 import numpy as np
 import pytest
 import torch
+from faster_coco_eval import COCO as FasterCOCO
+from faster_coco_eval import COCOeval_faster
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from test_metrics_detection_crowd import _crowd_scene
 from vislearn.errors import UserError
 from vislearn.metrics.detection import (
+    COCO_AREA_RANGES,
     COCO_IOU_THRESHOLDS,
     DetectionEvaluator,
     coco_map,
     detection_map,
+    evaluate_coco,
     evaluate_detections,
     proposal_ap,
     proposal_recall,
@@ -178,3 +184,77 @@ def test_class_agnostic_evaluator_and_per_category_ap_match_cocoeval():
     for k in range(3):
         assert ours[k] == pytest.approx(float(p[:, k].mean()), abs=1e-9), k
     assert len({round(v, 6) for v in ours.values()}) == 3  # the categories are told apart
+
+
+STATS = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR@1", "AR@10", "AR@100", "AR_small",
+         "AR_medium", "AR_large"]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_evaluate_coco_equals_pycocotools_and_faster_coco_eval_with_crowds_all_areas(seed):
+    """evaluate + accumulate + summarize over COCOeval's four area ranges in one pass, with crowd regions and
+    segment areas: pycocotools' arrays exactly, faster-coco-eval's to its C++ rounding, the twelve stats."""
+    gtb, gtl, crowd, area, dtb, dts, dtl = _crowd_scene(60, seed)
+    dataset, results = to_coco_json(gtb, gtl, dtb, dts, dtl, 3, image_size=(640, 640), gt_iscrowd=crowd,
+                                    gt_areas=area)
+    ours = evaluate_coco(dtb, dts, gtb, dtl, gtl, num_classes=3, gt_iscrowd=crowd, gt_areas=area)
+    assert list(ours.areas) == ["all", "small", "medium", "large"]
+    precision = np.stack([e.precision for e in ours.areas.values()], 3)  # COCOeval's T×R×K×A×M
+    recall = np.stack([e.recall for e in ours.areas.values()], 2)
+    stats = ours.stats()
+    assert list(stats) == STATS
+    for coco_cls, eval_cls in ((COCO, COCOeval), (FasterCOCO, COCOeval_faster)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = coco_cls()
+            gt.dataset = copy.deepcopy(dataset)
+            gt.createIndex()
+            ev = eval_cls(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        ref_p, ref_r = np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
+        if eval_cls is COCOeval:
+            np.testing.assert_array_equal(precision, ref_p)
+            np.testing.assert_array_equal(recall, ref_r)
+        np.testing.assert_allclose(precision, ref_p, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(recall, ref_r, rtol=0, atol=1e-12)
+        assert list(stats.values()) == pytest.approx(np.asarray(ev.stats[:12]).tolist(), abs=1e-12)
+    # a real case: every size has ground truth, the sizes differ, nothing is -1
+    assert (recall > -1).all() and (recall[0, :, :, -1] > 0).all()
+    assert len({round(stats[f"AP_{s}"], 6) for s in ("small", "medium", "large")}) == 3
+    # the one pass equals one evaluate_detections call per range
+    for name, rng in COCO_AREA_RANGES.items():
+        one = evaluate_detections(dtb, dts, gtb, dtl, gtl, num_classes=3, area_range=rng, gt_iscrowd=crowd,
+                                  gt_areas=area)
+        np.testing.assert_array_equal(one.precision, ours.areas[name].precision)
+        np.testing.assert_array_equal(one.num_gt, ours.areas[name].num_gt)
+    # the evaluator passes everything on
+    acc = DetectionEvaluator(num_classes=3)
+    acc.update(dtb[:25], dts[:25], gtb[:25], dtl[:25], gtl[:25], gt_iscrowd=crowd[:25], gt_areas=area[:25])
+    acc.update(dtb[25:], dts[25:], gtb[25:], dtl[25:], gtl[25:], gt_iscrowd=crowd[25:], gt_areas=area[25:])
+    assert acc.compute_coco().stats() == stats
+
+
+def test_evaluate_coco_custom_ranges_and_thresholds():
+    gtb, gtl, dtb, dts, dtl = _random_scene(30, 3, 8)
+    ev = evaluate_coco(dtb, dts, gtb, dtl, gtl, num_classes=3, iou_thresholds=[0.5, 0.6], max_dets=[5, 20],
+                       area_ranges={"all": (0, 1e10), "tiny": (0, 10.0**2)})
+    ref = _cocoeval(gtb, gtl, dtb, dts, dtl, 3, iou_thrs=[0.5, 0.6], max_dets=[5, 20], area_rng=[0, 10.0**2])
+    np.testing.assert_array_equal(ev.areas["tiny"].precision, ref.eval["precision"][:, :, :, 0, :])
+    stats = ev.stats()  # no 0.75 threshold: no AP75; sizes not evaluated: -1
+    assert "AP75" not in stats and stats["AP50"] == ev.areas["all"].ap(iou=0.5) and stats["AP_small"] == -1.0
+    assert list(stats)[-5:] == ["AR@5", "AR@20", "AR_small", "AR_medium", "AR_large"]
+    with pytest.raises(UserError, match="area_ranges"):
+        evaluate_coco(dtb, dts, gtb, dtl, gtl, area_ranges={})
+
+
+def test_equal_iou_goes_to_the_later_box_as_cocoeval():
+    # the first detection has IoU 100/120 with both boxes: COCOeval gives it the later one (B), which leaves A,
+    # at IoU 0.92, to the second detection; taking A first would leave it only B at 0.67 < 0.7
+    gt = [torch.tensor([[0.0, 0.0, 10.0, 12.0], [0.0, 0.0, 12.0, 10.0]])]
+    dt = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 13.0]])]
+    sc, lab = [torch.tensor([0.9, 0.8])], [torch.tensor([0, 0])]
+    ev = evaluate_detections(dt, sc, gt, lab, lab, iou_thresholds=[0.5, 0.7], max_dets=[10])
+    ref = _cocoeval(gt, lab, dt, sc, lab, 1, iou_thrs=[0.5, 0.7], max_dets=[10])
+    np.testing.assert_array_equal(ev.recall, ref.eval["recall"][:, :, 0, :])
+    assert ev.recall[:, 0, 0].tolist() == [1.0, 1.0]

@@ -19,10 +19,12 @@ The protocol is COCOeval's (``pycocotools/cocoeval.py``), which the tests use as
 * AP is the mean of precision over IoU thresholds, recall points and categories that have ground
   truth; categories without ground truth are left out (COCOeval's ``-1``).
 
-What differs from pycocotools: the greedy matching runs for all images at once, one detection rank
-per step over ``images × thresholds × boxes`` arrays (pycocotools loops in Python over images,
-categories, area ranges, thresholds, detections and boxes), and only one area range is evaluated at
-a time. IoU is the COCO box IoU (``w·h`` areas, no +1).
+What differs from pycocotools is only how it is computed (pycocotools loops in Python over images,
+categories, area ranges, thresholds, detections and boxes): every image, category, threshold and area
+range at once, in :mod:`vislearn.metrics.detection_match`, with the same floating-point operations
+where they decide a comparison, so the precision/recall arrays are equal to pycocotools' bit for bit in
+the tests. :func:`evaluate_coco` evaluates COCOeval's four area ranges in one pass (``.stats()`` is
+``summarize``); :func:`evaluate_detections` one range. IoU is the COCO box IoU (``w·h`` areas, no +1).
 
 Inputs are per-image lists: boxes ``K×4`` xyxy (tensors or arrays), scores ``K``, labels ``K``; for
 the ground truth optionally ``gt_iscrowd`` (bool ``K``) and ``gt_areas`` (float ``K``), where a ``None``
@@ -38,14 +40,17 @@ import numpy as np
 import torch
 
 from vislearn.errors import UserError
+from vislearn.metrics.detection_match import accumulate, candidates, greedy_match, xywh
 
-__all__ = ["COCO_IOU_THRESHOLDS", "DetectionEvaluation", "DetectionEvaluator", "coco_map", "detection_map",
-           "evaluate_detections", "proposal_ap", "proposal_recall", "to_coco_json"]
+__all__ = ["COCO_AREA_RANGES", "COCO_IOU_THRESHOLDS", "CocoEvaluation", "DetectionEvaluation", "DetectionEvaluator",
+           "coco_map", "detection_map", "evaluate_coco", "evaluate_detections", "proposal_ap", "proposal_recall",
+           "to_coco_json"]
 
 # COCOeval's defaults: IoU 0.50:0.05:0.95 and 101 recall points (np.linspace as pycocotools builds them).
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
-REC_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
-_BYTES_PER_CHUNK = 96 * 2**20
+# COCOeval's areaRng / areaRngLbl (the segment's area for ground truth, w·h for detections)
+COCO_AREA_RANGES = {"all": (0.0, 1e5**2), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2),
+                    "large": (96.0**2, 1e5**2)}
 
 
 @dataclass
@@ -127,6 +132,48 @@ def _per_gt(values, i: int, n: int, name: str, dtype) -> np.ndarray | None:
     return a
 
 
+_TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.int64): torch.int64, np.dtype(bool): torch.bool}
+
+
+def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-image tensors or arrays → ``(flat array, per-image lengths)``, shapes validated."""
+    to = _TORCH_DTYPES[np.dtype(dtype)]
+    if lst and all(isinstance(x, torch.Tensor) for x in lst):  # fast path: one torch.cat, which checks the shapes
+        with torch.no_grad():
+            parts = lst if last is not None else [x if x.ndim == 1 else x.reshape(-1) for x in lst]
+            try:
+                flat = torch.cat(parts)
+            except RuntimeError:  # shapes or devices differ: the loop below says which
+                flat = None
+            if flat is not None and flat.ndim == (1 if last is None else 2) and (last is None or flat.shape[1] == last):
+                lens = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+                if lens.sum() == len(flat) and not flat.is_complex():
+                    return flat.to(to).cpu().numpy(), lens
+    parts = []
+    for i, x in enumerate(lst):
+        t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
+        if t.is_complex():
+            raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
+        if last is None:
+            t = t.reshape(-1)
+        elif t.numel() == 0:
+            t = t.reshape(0, last)
+        elif t.ndim != 2 or t.shape[1] != last:
+            raise UserError(f"{name}[{i}]: expected K×{last}, got shape {tuple(t.shape)}")
+        parts.append(t)
+    lens = np.fromiter((len(t) for t in parts), np.int64, len(parts))
+    if not parts:
+        return np.zeros((0, last) if last else (0,), dtype), lens
+    return torch.cat([t.to(to) for t in parts]).numpy(), lens
+
+
+def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
+    bad = np.flatnonzero(a != b)
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(f"image {i}: {a[i]} {what_a} but {b[i]} {what_b}")
+
+
 def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None):
     """Concatenate per-image lists into flat arrays with image indices; validate shapes and boxes.
 
@@ -134,129 +181,119 @@ def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=Non
     ``None`` when not given, crowd ``None`` when no image has a crowd region, area ``None`` when no
     image gives areas (``w·h`` fills the images without).
     """
-    db, ds, dl, di, gb, gl, gi, gc, ga = [], [], [], [], [], [], [], [], []
-    for i in range(len(gt_boxes)):
-        b = _as_np(dt_boxes[i], 4, f"dt_boxes[{i}]")
-        s = _as_np(dt_scores[i], None, f"dt_scores[{i}]")
-        if len(s) != len(b):
-            raise UserError(f"image {i}: {len(b)} detection boxes but {len(s)} scores")
-        g = _as_np(gt_boxes[i], 4, f"gt_boxes[{i}]")
-        db.append(b), ds.append(s), gb.append(g)
-        di.append(np.full(len(b), i, np.int64)), gi.append(np.full(len(g), i, np.int64))
-        if dt_labels is not None:
-            lab = _as_np(dt_labels[i], None, f"dt_labels[{i}]", np.int64)
-            if len(lab) != len(b):
-                raise UserError(f"image {i}: {len(b)} detection boxes but {len(lab)} labels")
-            dl.append(lab)
-        if gt_labels is not None:
-            lab = _as_np(gt_labels[i], None, f"gt_labels[{i}]", np.int64)
-            if len(lab) != len(g):
-                raise UserError(f"image {i}: {len(g)} ground-truth boxes but {len(lab)} labels")
-            gl.append(lab)
-        gc.append(_per_gt(gt_iscrowd, i, len(g), "gt_iscrowd", bool))
-        ga.append(_per_gt(gt_areas, i, len(g), "gt_areas", np.float64))
-    def cat(xs, shape):
-        return np.concatenate(xs) if xs else np.zeros(shape)
-
-    out = (cat(db, (0, 4)), cat(ds, (0,)), cat(dl, (0,)).astype(np.int64) if dt_labels is not None else None,
-           cat(di, (0,)).astype(np.int64), cat(gb, (0, 4)), cat(gl, (0,)).astype(np.int64)
-           if gt_labels is not None else None, cat(gi, (0,)).astype(np.int64))
-    for name, b in (("detection", out[0]), ("ground-truth", out[4])):
+    n = len(gt_boxes)
+    db, nd = _cat(dt_boxes, "dt_boxes", 4, np.float64)
+    ds, ns = _cat(dt_scores, "dt_scores", None, np.float64)
+    _same_counts(nd, ns, "detection boxes", "scores")
+    gb, ng = _cat(gt_boxes, "gt_boxes", 4, np.float64)
+    dl = gl = None
+    if dt_labels is not None:
+        dl, nl = _cat(dt_labels, "dt_labels", None, np.int64)
+        _same_counts(nd, nl, "detection boxes", "labels")
+    if gt_labels is not None:
+        gl, nl = _cat(gt_labels, "gt_labels", None, np.int64)
+        _same_counts(ng, nl, "ground-truth boxes", "labels")
+    for what, b in (("detection", db), ("ground-truth", gb)):
         if not np.isfinite(b).all():
-            raise UserError(f"{name} boxes contain NaN or infinite coordinates")
+            raise UserError(f"{what} boxes contain NaN or infinite coordinates")
         if len(b) and ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
-            raise UserError(f"{name} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
-    if not np.isfinite(out[1]).all():
+            raise UserError(f"{what} boxes with negative size (x2 < x1 or y2 < y1): boxes must be xyxy")
+    if not np.isfinite(ds).all():
         raise UserError("detection scores contain NaN or infinite values")
-    crowd = None
-    if any(c is not None and c.any() for c in gc):
-        crowd = np.concatenate([np.zeros(len(g), bool) if c is None else c for g, c in zip(gb, gc, strict=True)])
-    area = None
-    if any(a is not None for a in ga):
-        area = np.concatenate([_box_area(g) if a is None else a for g, a in zip(gb, ga, strict=True)])
-        if not np.isfinite(area).all() or (area < 0).any():
-            raise UserError("gt_areas must be finite and non-negative")
-    return (*out, crowd, area)
+    g_start = np.cumsum(ng) - ng
+    crowd = _per_gt_flat(gt_iscrowd, ng, "gt_iscrowd", bool, lambda i: np.zeros(ng[i], bool))
+    if crowd is not None and not crowd.any():
+        crowd = None
+    area = _per_gt_flat(gt_areas, ng, "gt_areas", np.float64, lambda i: _box_area(gb[g_start[i]:g_start[i] + ng[i]]))
+    if area is not None and (not np.isfinite(area).all() or (area < 0).any()):
+        raise UserError("gt_areas must be finite and non-negative")
+    return db, ds, dl, np.repeat(np.arange(n), nd), gb, gl, np.repeat(np.arange(n), ng), crowd, area
+
+
+def _per_gt_flat(values, ng: np.ndarray, name: str, dtype, default) -> np.ndarray | None:
+    """An optional per-ground-truth list, flat (``None`` entries filled by ``default(i)``; ``None``: not given)."""
+    if values is None or all(v is None for v in values):
+        return None
+    flat, lens = _cat([default(i) if v is None else v for i, v in enumerate(values)], name, None, dtype)
+    _same_counts(ng, lens, "ground-truth boxes", f"{name} values")
+    return flat
 
 
 def _box_area(b: np.ndarray) -> np.ndarray:
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
-def _group_rank(group: np.ndarray, order: np.ndarray, num_groups: int) -> np.ndarray:
-    """Rank of each element within its group, elements visited in ``order`` (sorted by group)."""
-    g_sorted = group[order]
-    counts = np.bincount(g_sorted, minlength=num_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(group), np.int64)
-    rank[order] = np.arange(len(group)) - starts[g_sorted]
-    return rank
+def _argsort_descending(x: np.ndarray) -> np.ndarray:
+    """Stable descending argsort (ties keep input order); a quicksort when there are no ties, which is the same."""
+    o = np.argsort(-x)
+    xs = x[o]
+    return np.argsort(-x, kind="stable") if (xs[1:] == xs[:-1]).any() else o
 
 
-def _coco_iou(d: np.ndarray, g: np.ndarray, g_crowd: np.ndarray | None = None) -> np.ndarray:
-    """``...×D×G`` COCO box IoU of ``...×D×4`` and ``...×G×4`` xyxy boxes (0 where the union is 0).
-
-    Against a crowd region (``g_crowd``, ``...×G`` bool) the denominator is the detection's area alone.
-    """
-    iw = np.minimum(d[..., :, None, 2], g[..., None, :, 2]) - np.maximum(d[..., :, None, 0], g[..., None, :, 0])
-    ih = np.minimum(d[..., :, None, 3], g[..., None, :, 3]) - np.maximum(d[..., :, None, 1], g[..., None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    da = _box_area(d)[..., :, None]
-    union = da + _box_area(g)[..., None, :] - inter
-    if g_crowd is not None:
-        union = np.where(g_crowd[..., None, :], da, union)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where((inter > 0) & (union > 0), inter / np.where(union > 0, union, 1), 0.0)
-    return iou
+def _check_params(iou_thresholds, max_dets) -> tuple[np.ndarray, tuple[int, ...]]:
+    max_dets = tuple(sorted(int(m) for m in max_dets))
+    if not max_dets or max_dets[0] < 1:
+        raise UserError(f"max_dets must be positive integers, got {max_dets}")
+    thr = np.asarray(iou_thresholds, np.float64).reshape(-1)
+    if thr.size == 0 or ((thr < 0) | (thr > 1)).any():
+        raise UserError(f"IoU thresholds must be in [0, 1], got {thr.tolist()}")
+    return thr, max_dets
 
 
-def _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr, g_crowd=None):
-    """COCOeval's greedy matching for every group at once → (matched ``T×Nd``, ignored-by-match ``T×Nd``).
+def _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, iou_thresholds, max_dets,
+              area_ranges: Sequence[tuple[float, float]], gt_iscrowd, gt_areas) -> list[DetectionEvaluation]:
+    """:func:`evaluate_detections` for several area ranges at once (one matching pass, one accumulation)."""
+    use_cats = dt_labels is not None or gt_labels is not None
+    if use_cats and (dt_labels is None or gt_labels is None):
+        raise UserError("pass both dt_labels and gt_labels (or neither, for class-agnostic evaluation)")
+    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd, gt_areas)
+    thr, max_dets = _check_params(iou_thresholds, max_dets)
+    ranges = np.asarray([(float(lo), float(hi)) for lo, hi in area_ranges], np.float64).reshape(-1, 2)
+    db, ds, dl, di, gb, gl, gi, gc, g_area = _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels,
+                                                      gt_iscrowd, gt_areas)
+    n_img = len(gt_boxes)
+    if use_cats:
+        cats = np.arange(num_classes) if num_classes is not None else np.unique(gl)
+    else:
+        cats = np.array([-1])
+        dl, gl = np.full(len(db), -1, np.int64), np.full(len(gb), -1, np.int64)
+    K = len(cats)
 
-    ``g_ign`` must include the crowd regions ``g_crowd`` (``None``: none), which are never marked taken.
-    """
-    T, Nd = len(thr), len(db)
-    dtm = np.zeros((T, Nd), bool)
-    dig = np.zeros((T, Nd), bool)
-    if Nd == 0 or len(gb) == 0:
-        return dtm, dig
-    g_order = np.argsort(g_group, kind="stable")
-    g_rank = _group_rank(g_group, g_order, num_groups)
-    D, G = int(d_rank.max()) + 1, int(g_rank.max()) + 1
-    dpos = np.full((num_groups, D), -1, np.int64)
-    dpos[d_group, d_rank] = np.arange(Nd)
-    gpos = np.full((num_groups, G), -1, np.int64)
-    gpos[g_group, g_rank] = np.arange(len(gb))
-    active = np.flatnonzero((dpos[:, 0] >= 0) & (gpos[:, 0] >= 0))  # groups with both
-    thr = np.minimum(thr, 1 - 1e-10)
-    chunk = max(1, _BYTES_PER_CHUNK // max(1, D * G * 8 * 3 + T * G * 16))
-    for c0 in range(0, len(active), chunk):
-        grp = active[c0:c0 + chunk]
-        dp, gp = dpos[grp], gpos[grp]
-        dv, gv = dp >= 0, gp >= 0
-        dbox = np.where(dv[..., None], db[np.maximum(dp, 0)], 0.0)
-        gbox = np.where(gv[..., None], gb[np.maximum(gp, 0)], 0.0)
-        gcrowd = None if g_crowd is None else np.where(gv, g_crowd[np.maximum(gp, 0)], False)
-        ious = _coco_iou(dbox, gbox, gcrowd)  # B×D×G
-        gign = np.where(gv, g_ign[np.maximum(gp, 0)], False)
-        bonus = np.where(gign, 0.0, 2.0)[:, None, :]  # regular boxes beat ignored ones
-        taken = ~gv[:, None, :].repeat(T, 1)  # B×T×G: padding counts as taken
-        B = len(grp)
-        rows = np.arange(B)[:, None]
-        for d in range(D):
-            live = dv[:, d]
-            if not live.any():
-                break
-            iou_d = ious[:, d, :][:, None, :]  # B×1×G
-            key = np.where((iou_d >= thr[None, :, None]) & ~taken, iou_d + bonus, -1.0)
-            j = G - 1 - key[..., ::-1].argmax(-1)  # last maximum, as COCOeval's ">=" update
-            best = np.take_along_axis(key, j[..., None], -1)[..., 0]
-            ok = (best >= 0) & live[:, None]
-            taken[rows, np.arange(T)[None, :], j] |= ok if gcrowd is None else ok & ~gcrowd[rows, j]
-            idx = dp[live, d]
-            dtm[:, idx] = ok[live].T
-            dig[:, idx] = (ok & gign[rows, j])[live].T
-    return dtm, dig
+    def cat_index(labels):  # −1: not evaluated, dropped as COCOeval drops detections of unknown categories
+        pos = np.searchsorted(cats, labels)
+        ok = (pos < K) & (cats[np.minimum(pos, K - 1)] == labels) if K else np.zeros(len(labels), bool)
+        return np.where(ok, pos, -1)
+
+    dk, gk = cat_index(dl), cat_index(gl)
+    gc = np.zeros(len(gb), bool) if gc is None else gc
+    g_area = _box_area(gb) if g_area is None else g_area
+    # rank: place within the (category, image) group by score (stable: input order on ties), cut at max_dets;
+    # the detections are then kept in COCOeval's pooled order: category, score, image, rank
+    d_group = dk * n_img + di
+    by_score = _argsort_descending(ds)
+    by_score = by_score[dk[by_score] >= 0]
+    by_group = by_score[np.argsort(d_group[by_score], kind="stable")]
+    sorted_group = d_group[by_group]
+    d_rank = np.zeros(len(ds), np.int64)
+    d_rank[by_group] = np.arange(len(by_group)) - np.searchsorted(sorted_group, sorted_group, side="left")
+    pooled = by_score[np.argsort(dk[by_score], kind="stable")]
+    pooled = pooled[d_rank[pooled] < max_dets[-1]]
+    db, ds, dk, di, d_group, d_rank = db[pooled], ds[pooled], dk[pooled], di[pooled], d_group[pooled], d_rank[pooled]
+    g_order = np.flatnonzero(gk >= 0)
+    g_group = gk[g_order] * n_img + gi[g_order]
+    g_order = g_order[np.argsort(g_group, kind="stable")]
+    gb, gk, gc, g_area = gb[g_order], gk[g_order], gc[g_order], g_area[g_order]
+    g_group = gk * n_img + gi[g_order]
+    lo, hi = ranges[:, :1], ranges[:, 1:]
+    g_ign = (g_area[None] < lo) | (g_area[None] > hi) | gc[None]  # A×G
+    d_area = _box_area(db)[None]
+    thr_c = np.minimum(thr, 1 - 1e-10)
+    pd, pg, piou = candidates(xywh(db), d_group, xywh(gb), g_group, gc, K * n_img, float(thr_c.min()))
+    dtm, matched_ignored = greedy_match(pd, pg, piou, d_group, d_rank, gc, g_ign, thr_c, len(db))
+    npig = np.stack([np.bincount(gk[~ign], minlength=K) for ign in g_ign]) if len(ranges) else np.zeros((0, K))
+    precision, recall = accumulate(dtm, matched_ignored, (d_area < lo) | (d_area > hi), dk, d_rank, npig, max_dets, K)
+    return [DetectionEvaluation(precision[:, :, :, a], recall[:, :, a], thr, max_dets, cats, npig[a])
+            for a in range(len(ranges))]
 
 
 def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence,
@@ -264,7 +301,7 @@ def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Seque
                         num_classes: int | None = None, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
                         max_dets: Sequence[int] = (1, 10, 100), area_range: tuple[float, float] | None = None,
                         gt_iscrowd: Sequence | None = None, gt_areas: Sequence | None = None) -> DetectionEvaluation:
-    """COCOeval's ``evaluate()`` + ``accumulate()`` for boxes, vectorised.
+    """COCOeval's ``evaluate()`` + ``accumulate()`` for boxes, vectorised, for one area range.
 
     Args:
         dt_boxes, dt_scores: per-image detections (``K×4`` xyxy, ``K``).
@@ -276,90 +313,60 @@ def evaluate_detections(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Seque
         iou_thresholds: COCO's ``0.5:0.05:0.95`` by default.
         max_dets: detections per image considered (COCOeval ``maxDets``; sorted ascending).
         area_range: ``(lo, hi)`` on ground-truth area (COCO "small" is ``(0, 32²)``, "medium"
-            ``(32², 96²)``, "large" ``(96², 1e10)``); default all.
+            ``(32², 96²)``, "large" ``(96², 1e10)``); default all. :func:`evaluate_coco` evaluates
+            several at once (COCOeval's four), faster than one call each.
         gt_iscrowd: per-image bool ``K``: crowd regions (COCO ``iscrowd``), ignored ground truth on
             which detections are ignored; default none.
         gt_areas: per-image ground-truth areas ``K`` for ``area_range`` (COCO's annotation ``area``);
             default ``w·h`` of the box.
     """
-    use_cats = dt_labels is not None or gt_labels is not None
-    if use_cats and (dt_labels is None or gt_labels is None):
-        raise UserError("pass both dt_labels and gt_labels (or neither, for class-agnostic evaluation)")
-    _check_lists(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd, gt_areas)
-    max_dets = tuple(sorted(int(m) for m in max_dets))
-    if not max_dets or max_dets[0] < 1:
-        raise UserError(f"max_dets must be positive integers, got {max_dets}")
-    thr = np.asarray(iou_thresholds, np.float64).reshape(-1)
-    if thr.size == 0 or ((thr < 0) | (thr > 1)).any():
-        raise UserError(f"IoU thresholds must be in [0, 1], got {thr.tolist()}")
-    db, ds, dl, di, gb, gl, gi, gc, g_area = _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels,
-                                                      gt_iscrowd, gt_areas)
-    n_img = len(gt_boxes)
-    if use_cats:
-        cats = np.arange(num_classes) if num_classes is not None else np.unique(gl)
-    else:
-        cats = np.array([-1])
-        dl, gl = np.full(len(db), -1, np.int64), np.full(len(gb), -1, np.int64)
-    K = len(cats)
-    # category index (−1: not evaluated, dropped as COCOeval drops detections of unknown categories)
-    def cat_index(labels):
-        pos = np.searchsorted(cats, labels)
-        ok = (pos < K) & (cats[np.minimum(pos, K - 1)] == labels) if K else np.zeros(len(labels), bool)
-        return np.where(ok, pos, -1)
+    rng = COCO_AREA_RANGES["all"] if area_range is None else area_range
+    return _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, iou_thresholds, max_dets,
+                     [rng], gt_iscrowd, gt_areas)[0]
 
-    dk, gk = cat_index(dl), cat_index(gl)
-    dkeep, gkeep = dk >= 0, gk >= 0
-    db, ds, di, dk = db[dkeep], ds[dkeep], di[dkeep], dk[dkeep]
-    gb, gi, gk = gb[gkeep], gi[gkeep], gk[gkeep]
-    gc = None if gc is None else gc[gkeep]
-    g_area = _box_area(gb) if g_area is None else g_area[gkeep]
-    num_groups = K * n_img
-    d_group, g_group = dk * n_img + di, gk * n_img + gi
-    order = np.lexsort((-ds, d_group))  # by group, then score descending (stable: input order on ties)
-    d_rank = _group_rank(d_group, order, num_groups)
-    keep = d_rank < max_dets[-1]
-    db, ds, d_group, d_rank, dk = db[keep], ds[keep], d_group[keep], d_rank[keep], dk[keep]
-    d_area = _box_area(db)
-    lo, hi = (0.0, 1e5**2) if area_range is None else (float(area_range[0]), float(area_range[1]))
-    g_ign = (g_area < lo) | (g_area > hi)
-    if gc is not None:
-        g_ign |= gc
-    dtm, dig = _greedy_match(db, d_group, d_rank, gb, g_group, g_ign, num_groups, thr, gc)
-    dig |= ~dtm & ((d_area < lo) | (d_area > hi))[None, :]
-    T, R, M = len(thr), len(REC_THRESHOLDS), len(max_dets)
-    precision = -np.ones((T, R, K, M))
-    recall = -np.ones((T, K, M))
-    npig_all = np.bincount(gk[~g_ign], minlength=K)
-    # pooled order per category: group (= category, image) then rank, i.e. image order within a category
-    pool = np.lexsort((d_rank, d_group))
-    pool_k = dk[pool]
-    bounds = np.searchsorted(pool_k, np.arange(K + 1))
-    for k in range(K):
-        npig = int(npig_all[k])
-        if npig == 0:
-            continue
-        sel_k = pool[bounds[k]:bounds[k + 1]]
-        for m, md in enumerate(max_dets):
-            sel = sel_k[d_rank[sel_k] < md]
-            o = np.argsort(-ds[sel], kind="mergesort")
-            sel = sel[o]
-            tm, ti = dtm[:, sel], dig[:, sel]
-            nd = len(sel)
-            tps = np.cumsum(tm & ~ti, axis=1, dtype=np.float64)
-            fps = np.cumsum(~tm & ~ti, axis=1, dtype=np.float64)
-            if nd == 0:
-                recall[:, k, m] = 0.0
-                precision[:, :, k, m] = 0.0
-                continue
-            rc = tps / npig
-            pr = tps / (fps + tps + np.spacing(1))
-            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-            recall[:, k, m] = rc[:, -1]
-            for t in range(T):
-                inds = np.searchsorted(rc[t], REC_THRESHOLDS, side="left")
-                valid = inds < nd
-                precision[t, :, k, m] = np.where(valid, pr[t][np.minimum(inds, nd - 1)], 0.0)
-    return DetectionEvaluation(precision, recall, thr, max_dets, cats, npig_all)
+
+@dataclass
+class CocoEvaluation:
+    """One :class:`DetectionEvaluation` per area range (COCOeval's ``areaRng`` axis); :meth:`stats` is
+    COCOeval's ``summarize``."""
+
+    areas: dict[str, DetectionEvaluation]
+
+    def stats(self) -> dict[str, float]:
+        """COCOeval's ``stats`` by name, in its order: AP, AP50, AP75, AP_small/medium/large (at the largest
+        ``max_dets``), AR@m for each ``max_dets`` m, AR_small/medium/large. AP50/AP75 appear when those
+        IoUs were evaluated; an area range not evaluated (or without ground truth) gives ``-1``."""
+        ev = self.areas["all"] if "all" in self.areas else next(iter(self.areas.values()))
+        out = {"AP": ev.ap()}
+        for name, iou in (("AP50", 0.5), ("AP75", 0.75)):
+            if np.isclose(ev.iou_thresholds, iou, rtol=0, atol=1e-9).any():
+                out[name] = ev.ap(iou=iou)
+        sized = ("small", "medium", "large")
+        out.update({f"AP_{s}": self.areas[s].ap() if s in self.areas else -1.0 for s in sized})
+        out.update({f"AR@{m}": ev.ar(max_det=m) for m in ev.max_dets})
+        out.update({f"AR_{s}": self.areas[s].ar() if s in self.areas else -1.0 for s in sized})
+        return out
+
+
+def evaluate_coco(dt_boxes: Sequence, dt_scores: Sequence, gt_boxes: Sequence, dt_labels: Sequence | None = None,
+                  gt_labels: Sequence | None = None, *, num_classes: int | None = None,
+                  iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS, max_dets: Sequence[int] = (1, 10, 100),
+                  area_ranges: dict[str, tuple[float, float]] | None = None, gt_iscrowd: Sequence | None = None,
+                  gt_areas: Sequence | None = None) -> CocoEvaluation:
+    """COCOeval's ``evaluate()`` + ``accumulate()`` over all its area ranges (default
+    :data:`COCO_AREA_RANGES`: all, small, medium, large) in one pass; ``.stats()`` is ``summarize()``.
+
+    Arguments as :func:`evaluate_detections`. Example::
+
+        stats = evaluate_coco(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels).stats()
+        stats["AP"], stats["AP50"], stats["AR@100"]
+    """
+    area_ranges = dict(COCO_AREA_RANGES if area_ranges is None else area_ranges)
+    if not area_ranges:
+        raise UserError("area_ranges is empty")
+    evs = _evaluate(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, num_classes, iou_thresholds, max_dets,
+                    list(area_ranges.values()), gt_iscrowd, gt_areas)
+    return CocoEvaluation(dict(zip(area_ranges, evs, strict=True)))
 
 
 def proposal_recall(boxes: Sequence, scores: Sequence, gt_boxes: Sequence, iou: float = 0.5,
@@ -473,8 +480,16 @@ class DetectionEvaluator:
             self.gt_labels += [torch.as_tensor(x).cpu() for x in gt_labels]
 
     def compute(self, **kwargs) -> DetectionEvaluation:
+        """:func:`evaluate_detections` on everything added (keyword arguments passed on)."""
+        return self._run(evaluate_detections, kwargs)
+
+    def compute_coco(self, **kwargs) -> CocoEvaluation:
+        """:func:`evaluate_coco` on everything added: all area ranges; ``.stats()`` is COCOeval's summary."""
+        return self._run(evaluate_coco, kwargs)
+
+    def _run(self, fn, kwargs):
         kwargs = {"gt_iscrowd": self.gt_iscrowd, "gt_areas": self.gt_areas, **kwargs}
         if self.class_agnostic:
-            return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
-        return evaluate_detections(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,
-                                   num_classes=self.num_classes, **kwargs)
+            return fn(self.dt_boxes, self.dt_scores, self.gt_boxes, **kwargs)
+        return fn(self.dt_boxes, self.dt_scores, self.gt_boxes, self.dt_labels, self.gt_labels,
+                  num_classes=self.num_classes, **kwargs)
