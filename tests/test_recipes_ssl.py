@@ -138,6 +138,18 @@ def test_a_registered_convnet_backbone_trains():
     assert all(math.isfinite(h["loss"]) for h in r.history if h["split"] == "train")
 
 
+def test_digits_dataset_is_the_embedded_split_upscaled_to_rgb():
+    from vislearn.data.embedded import digits
+
+    _, task = recipes.build("dino", "quick", {**TINY, "dataset": "digits", "backbone": "small_convnet"})
+    want_train, want_test = digits("train", size=16, channels=3), digits("test", size=16, channels=3)
+    views = task.train_set[0][0]
+    assert len(task.train_set) == len(want_train) == 1347 and len(views) == 2 + TINY["num_local"]
+    assert [tuple(v.shape) for v in views] == [(3, 16, 16)] * 2 + [(3, 8, 8)]
+    image, label, flag = task.eval_set[len(want_train)]  # the first held-out image, after the k-NN bank
+    assert torch.equal(image, want_test.images[0]) and label == int(want_test.targets[0]) and flag == 1
+
+
 def test_weight_decay_skips_biases_and_norms():
     cfg, task = recipes.build("dino", "quick", TINY)
     decayed, plain = task.param_groups

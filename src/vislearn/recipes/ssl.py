@@ -111,7 +111,7 @@ class SSLConfig(TrainConfig):
     global_scale: tuple[float, float] = (0.25, 1.0)
     local_scale: tuple[float, float] = (0.08, 0.25)
     num_local: int = 10
-    dataset: str = "shapes"  # shapes | photos (embedded) | folder (--data ROOT with train/ and val/)
+    dataset: str = "shapes"  # shapes | photos | digits (embedded) | folder (--data ROOT with train/ and val/)
     image_size: int = 32  # embedded images and evaluation crops
     num_classes: int = 10  # shapes: classes (k-NN labels only)
     samples_per_class: int = 100  # shapes: images per class and split
@@ -357,7 +357,10 @@ def _datasets(cfg: SSLConfig, data: str | None) -> tuple[Dataset, Dataset]:
     if cfg.dataset == "photos":
         return (embedded.photo_crops(cfg.num_crops, cfg.image_size, seed=0),
                 embedded.photo_crops(cfg.num_crops, cfg.image_size, seed=1))
-    raise UserError(f"unknown dataset {cfg.dataset!r}; choose shapes, photos or folder")
+    if cfg.dataset == "digits":  # scikit-learn's 8x8 digits, upscaled, grey repeated to RGB; its stratified split
+        kw = dict(size=cfg.image_size, channels=3)
+        return embedded.digits("train", **kw), embedded.digits("test", **kw)
+    raise UserError(f"unknown dataset {cfg.dataset!r}; choose shapes, photos, digits or folder")
 
 
 def _eval_bank(cfg: SSLConfig, train: Dataset, data: str | None) -> Dataset:
