@@ -61,8 +61,14 @@ Budget: :data:`AE_STEPS` = 180 steps per autoencoder (150 until 2026-12-02). The
 reorganised to one pass per model: the recipe's own final evaluation (a decode of every held-out image
 plus the perceptual network on them) is skipped, the second decode for ``fd`` and the separate decodes
 for (d) are gone; that roughly pays for decoding SWYCC 4 times, so the 20 % more steps are paid by a
-longer run (the wall is in ``results/swycc.json``). Per-step CPU on this machine (1 thread, batch 16,
-measured 2026-12-02): MSE 0.038 s, GAN 0.055 s, SWYCC 0.12 s (D_refine is a U-Net at full resolution).
+longer run: 367 s CPU (user + sys, 1 thread) for the 2026-12-02 run, about 11 % more than the 150-step
+version, i.e. about 200 s on 2 idle cores (179 s before). Per-step CPU (1 thread, batch 16, measured
+2026-12-02 on the loaded machine): MSE 0.038 s, GAN 0.055 s, SWYCC 0.12 s (D_refine is a U-Net at full
+resolution), so equal steps give SWYCC about 3× the MSE arm's compute, as equal steps do in the paper.
+
+Checked after the 2026-12-02 run (a diagnostic, not a criterion): seed 0's SWYCC decoded with 8 and 16
+DDIM steps instead of 4 gives fd 16.0 / 15.4 (4 steps: 17.3), hf_ratio 0.112 / 0.110 (0.117) and a (d)
+fraction of 0.012 / 0.007 (0.022, the images' 0.089): more sampler steps do not move (a)'s hf or (d).
 
 Choices forced by the 2-core budget (not the paper's): no perceptual term in any arm (the random VGG
 trunk costs most of a step and is not the pretrained network the paper means), a 2-layer PatchGAN
