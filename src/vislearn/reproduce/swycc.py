@@ -9,7 +9,10 @@ one grid (:data:`LR_GRID`) searched the same way for each arm on a check split t
 training nor the held-out set (:func:`sweep`, ``python -m vislearn.reproduce.swycc_sweep`` →
 ``results/swycc_sweep.json``; :data:`CHOSEN_LR` holds the choice and a test checks they agree; the
 demo does not re-run it), choosing by the arm's own learning quantity below, never by the claim's
-criteria; then one 3-point grid of one loss weight per method for (b).
+criteria; then one 3-point grid of one loss weight per method for (b). A consequence to keep in mind:
+the sweep (2026-12-02) chose 4e-3 for every arm, and at that lr the GAN's output is about as blurry as
+the MSE AE's (check-split hf_ratio 0.12; 0.52 at 1e-3, with 0.9 dB lower PSNR), so (b)'s sharpness
+comparison is against a mildly adversarial GAN.
 
 What is measured on the held-out images (one decode pass per model, :func:`ae_eval`): PSNR, the pooled
 high-frequency ratio (energy above half Nyquist of the reconstructions over the originals', 1 = as
@@ -61,8 +64,9 @@ Budget: :data:`AE_STEPS` = 180 steps per autoencoder (150 until 2026-12-02). The
 reorganised to one pass per model: the recipe's own final evaluation (a decode of every held-out image
 plus the perceptual network on them) is skipped, the second decode for ``fd`` and the separate decodes
 for (d) are gone; that roughly pays for decoding SWYCC 4 times, so the 20 % more steps are paid by a
-longer run: 367 s CPU (user + sys, 1 thread) for the 2026-12-02 run, about 11 % more than the 150-step
-version, i.e. about 200 s on 2 idle cores (179 s before). Per-step CPU (1 thread, batch 16, measured
+longer run: 367 s CPU (user + sys, 1 thread) for the 2026-12-02 run; from per-run CPU times we estimate
+about 11 % more than the 150-step version, i.e. about 200 s on 2 idle cores (179 s before; estimated,
+not measured: the machine was shared). Per-step CPU (1 thread, batch 16, measured
 2026-12-02 on the loaded machine): MSE 0.038 s, GAN 0.055 s, SWYCC 0.12 s (D_refine is a U-Net at full
 resolution), so equal steps give SWYCC about 3× the MSE arm's compute, as equal steps do in the paper.
 
