@@ -100,6 +100,17 @@ def _first_call(fn) -> dict[str, float]:
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
 
+def top_ops(fn, n: int = 6) -> list[dict]:
+    """The ``n`` operators with the most self CPU time in one call of ``fn`` (``torch.profiler``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:n]]
+
+
 def bench_model(name: str, batch: int, size: int, rounds: int, clock, peak: float, compile_: bool) -> dict:
     from vislearn.inference import agreement, optimize
     from vislearn.nn.profile import count_macs
@@ -149,11 +160,12 @@ def bench_model(name: str, batch: int, size: int, rounds: int, clock, peak: floa
     reference = optimize(ours, fold=False, channels_last=False, precision="fp32")
     agree = {k: agreement(reference, lambda _x, f=f: f(), [x]) for k, f in fns.items()}
     t = interleaved(fns, warmup=1, rounds=rounds, clock=clock)
+    profiles = {k: top_ops(fns[k]) for k in ("peer_bf16", "ours", "ours_compile", "ours_int8") if k in fns}
     gflop = 2 * macs * batch / 1e9
     out = {"batch": batch, "image_size": size, "gmacs_per_image": macs / 1e9, "peer": peer_name,
            "seconds": t, "images_per_s": {k: batch / v for k, v in t.items()},
            "roofline_vs_bf16_peak": {k: roofline(gflop, v, peak) for k, v in t.items()},
-           "compile": compile_times, "agreement_vs_fp32_random_weights": {
+           "compile": compile_times, "top_ops": profiles, "agreement_vs_fp32_random_weights": {
                k: {m: a[m] for m in ("max_rel_error", "mean_cosine", "top1_agreement")} for k, a in agree.items()},
            "speedup_ours_over_peer_bf16": t["peer_bf16"] / t["ours"],
            "speedup_int8_over_peer_bf16": t["peer_bf16"] / t["ours_int8"]}
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     flags = cpu_flags()
     clock = time.process_time if args.clock == "process" else time.perf_counter
-    peak = measured_peak(repeat=2 if args.quick else 5)
+    peak = measured_peak(repeat=2 if args.quick else 5, clock=clock)
     numbers: dict = {"clock": "time.process_time (CPU s of this process)" if args.clock == "process" else "wall",
                      "threads": args.threads, "peak": peak, "cpu": flags}
     rows, parts = [], []
