@@ -28,8 +28,10 @@ def _to_float32(out: Any) -> Any:
 class InferenceModel(nn.Module):
     """Runs ``model`` on ``device`` under autocast to ``dtype`` with channels_last inputs; float32 outputs.
 
-    ``model`` is the folded eager module (fp32 weights). When ``runner`` is given (a ``torch.compile``d
-    version of it, or the compiled int8 graph), ``forward`` calls the runner instead; the input is
+    ``model`` is the folded eager module (fp32 weights; under eager bf16/fp16 its conv and linear
+    weights are stored in that dtype, so call it through this wrapper, under autocast). When
+    ``runner`` is given (a ``torch.compile``d version of it, or the compiled int8 graph), ``forward``
+    calls the runner instead; the input is
     then validated here, eagerly, because compiled code skips the model's own data-dependent checks.
     ``features_runner`` builds the compiled ``forward_features`` on first use (``None``: eager).
 
