@@ -161,6 +161,7 @@ class PerceptualMetric(nn.Module):
         self.min_input_size = _STRIDE[layers[-1]]  # the deepest stage needs one position
         self.head = PerceptualHead(layers)
         self.fast = self.compiled = False
+        self.compile_backend = "inductor"  # torch.compile backend of the compiled path
         self._drop_fast()
         if fast or compile:
             self.set_fast(fast, compile=compile)
@@ -194,7 +195,7 @@ class PerceptualMetric(nn.Module):
             trunk = FastTrunk(self.backbone, self.num_stages).eval()
             parts = {"trunk": trunk}
             if self.compiled:
-                parts["features"], parts["pooled"] = compiled_distance(trunk, self._stage_idx)
+                parts["features"], parts["pooled"] = compiled_distance(trunk, self._stage_idx, self.compile_backend)
             self.__dict__["_fast_parts"] = parts
         return parts
 

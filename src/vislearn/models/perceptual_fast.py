@@ -128,12 +128,14 @@ def _frozen(fn: Callable) -> Callable:
     return call
 
 
-def compiled_distance(trunk: FastTrunk, stage_idx: Sequence[int]) -> tuple[Callable, Callable]:
+def compiled_distance(trunk: FastTrunk, stage_idx: Sequence[int], backend: str = "inductor"
+                      ) -> tuple[Callable, Callable]:
     """``(features, pooled)``: ``features(x)`` → normalised fp32 features of [0, 1] images,
     ``pooled(y, *ref)`` → ``D`` of ``y`` against those features; both through ``torch.compile``
     (inductor with CPU freezing: the weights become constants, prepacked for oneDNN, each ReLU fused
     into its convolution). Inference only (call under ``torch.no_grad()``); each new input shape
-    compiles once (30-60 s on a 2-core CPU)."""
+    compiles once (30-60 s on a 2-core CPU). ``backend``: another ``torch.compile`` backend (the tests
+    use ``"aot_eager"``, which traces the same graphs in seconds)."""
     idx = tuple(stage_idx)
-    return (_frozen(torch.compile(_Features(trunk, idx).eval(), dynamic=False)),
-            _frozen(torch.compile(_Pooled(trunk, idx).eval(), dynamic=False)))
+    return (_frozen(torch.compile(_Features(trunk, idx).eval(), dynamic=False, backend=backend)),
+            _frozen(torch.compile(_Pooled(trunk, idx).eval(), dynamic=False, backend=backend)))
