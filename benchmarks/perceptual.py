@@ -331,7 +331,7 @@ def main() -> None:
             print(label, json.dumps(numbers[label]["speedup_vs_lpips_fp32"]), flush=True)
     if not args.quick:
         numbers["peak_memory_1024x768_mib"] = _memory_all(args.threads)
-    labels = dict(zip(sizes, ("256²", "1024×768"), strict=True))
+    labels = dict(zip(sizes, ("256²", "1024×768") if not args.quick else tuple(sizes), strict=True))
     rows = _rows(numbers, labels)
     parts = []
     for row, label in zip(rows, sizes, strict=True):

@@ -59,9 +59,11 @@ def create_metric(name: str = "semantic_vgg16", backbone_weights: str | os.PathL
         weights: a fitted :class:`PerceptualHead` (``model.safetensors`` from ``vislearn train
             perceptual``); ``init="lpips"`` for ours is ``lin_weights`` with ``semantic_vgg16``.
         layers: stages for ``semantic_vgg16``.
-        fast: a bf16 channels_last copy of the backbone runs the convolutions (distances in fp32).
-        compile: with ``fast``, inference through ``torch.compile`` (inductor, CPU freezing): the
-            fastest path, each new input shape compiles once (30-60 s on a 2-core CPU).
+        fast: a bf16 channels_last copy of the backbone runs the convolutions (distances in fp32; bf16's
+            accuracy: a few percent off fp32 on mild distortions).
+        compile: with ``fast``, inference through ``torch.compile`` (inductor, CPU freezing) on the
+            distorted-minus-reference difference: the fastest path and within 1e-2 (relative) of fp32;
+            each new input shape compiles once (1-2 min on a 2-core CPU).
         backbone: an already-built VGG16 to use instead of ``backbone_weights``.
     """
     if name not in PERCEPTUAL_MODELS:

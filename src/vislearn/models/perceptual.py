@@ -41,10 +41,13 @@ single reference (batch 1) compared against many distorted images, or a cached
 distance map (each stage's weighted map upsampled bilinearly to the input size, summed, as LPIPS).
 
 Fast mode (``fast=True``): a bf16 channels_last copy of the trunk (weights cast once) runs the
-convolutions; the normalisation and the distance are computed in fp32. ``compile=True`` (with
-``fast``) runs inference through ``torch.compile`` (inductor, CPU freezing), which fuses the
-normalisation, difference and spatial mean into one pass per stage: see
-:mod:`vislearn.models.perceptual_fast` for what each piece buys. Many distorted images against one
+convolutions on each image; the normalisation and the distance are computed in fp32. Its accuracy is
+bf16's: on mild distortions (small distances) up to a few percent off fp32, like lpips under bf16
+autocast. ``compile=True`` (with ``fast``) runs inference through ``torch.compile`` (inductor, CPU
+freezing) on the distorted-minus-reference *difference* (the reference's pre-activations kept), which
+keeps the distance within 1e-2 (relative) of fp32 and is the fastest path; a call that needs a
+gradient runs the same difference path eagerly. See :mod:`vislearn.models.perceptual_fast` for what
+each piece buys. Many distorted images against one
 reference: compute the reference's features once with :meth:`PerceptualMetric.reference` and pass
 them instead of the image.
 
@@ -65,7 +68,16 @@ import torch.nn.functional as F
 
 from vislearn.errors import UserError
 from vislearn.models.base import RANGE_TOLERANCE, check_images
-from vislearn.models.perceptual_fast import NORM_EPS, FastTrunk, compiled_distance, normalize_taps, pooled_from_features
+from vislearn.models.perceptual_fast import (
+    NORM_EPS,
+    FastTrunk,
+    compiled_distance,
+    delta_pooled,
+    normalize_taps,
+    pooled_from_features,
+    pooled_sq_diff,
+    state_features,
+)
 from vislearn.models.registry import create_model, register_model
 from vislearn.models.vgg import VGG16, VGG16_TAPS
 
@@ -125,10 +137,16 @@ class PerceptualHead(nn.Module):
 
 @dataclass
 class ReferenceFeatures:
-    """Unit-normalised stage features of reference images, reusable against many distorted images."""
+    """A reference batch computed once, reusable against many distorted images.
 
-    features: list[torch.Tensor]
+    ``features``: the unit-normalised fp32 stage features (the fp32 path). ``state``: what the fast path
+    keeps instead (:meth:`~vislearn.models.perceptual_fast.FastTrunk.reference_state`: the normalised
+    input and every convolution's bf16 pre-activation, about 2.2× the bytes of ``features``); the
+    features are derived from it when needed (:meth:`PerceptualMetric.reference_features`)."""
+
+    features: list[torch.Tensor] | None
     shape: tuple[int, ...]  # N, C, H, W of the images they came from
+    state: list[torch.Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------- metric
@@ -142,7 +160,8 @@ class PerceptualMetric(nn.Module):
         backbone: a :class:`~vislearn.models.vgg.VGG16` (frozen here; ``features_only`` suffices).
         layers: stage names, a subset of :data:`VGG_STAGES` in order.
         fast: a bf16 channels_last copy of the backbone runs the convolutions.
-        compile: with ``fast``, inference through ``torch.compile`` (each input shape compiles once).
+        compile: with ``fast``, inference through ``torch.compile`` on the difference path (within 1e-2
+            of fp32; each input shape compiles once).
     """
 
     def __init__(self, backbone: VGG16, layers: Sequence[str] = VGG_STAGES, fast: bool = False,
@@ -193,15 +212,20 @@ class PerceptualMetric(nn.Module):
         parts = self.__dict__["_fast_parts"]
         if parts is None:
             trunk = FastTrunk(self.backbone, self.num_stages).eval()
-            parts = {"trunk": trunk}
+            parts = {"trunk": trunk, "state": trunk.reference_state,
+                     "pooled": lambda y, *state: delta_pooled(trunk, y, state, self._stage_idx)}
             if self.compiled:
-                parts["features"], parts["pooled"] = compiled_distance(trunk, self._stage_idx, self.compile_backend)
+                parts["compiled"] = compiled_distance(trunk, self._stage_idx, self.compile_backend)
             self.__dict__["_fast_parts"] = parts
         return parts
 
-    def _use_compiled(self, *inputs) -> bool:
-        return self.compiled and not (torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in inputs))
+    def _run(self, name: str, *inputs: torch.Tensor):
+        """Fast-path function ``name`` ("state" or "pooled"), compiled unless a gradient is wanted."""
+        parts = self._fast()
+        if self.compiled and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+            with torch.no_grad():
+                return parts["compiled"][0 if name == "state" else 1](*inputs)
+        return parts[name](*inputs)
 
     def train(self, mode: bool = True) -> PerceptualMetric:
         super().train(mode)
@@ -229,20 +253,28 @@ class PerceptualMetric(nn.Module):
 
     # ---------------------------------------------------------------------------------- features
     def _stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.compiled:
+            return state_features(self._fast()["trunk"], self._run("state", x), self._stage_idx)
         if self.fast:
-            if self._use_compiled(x):
-                with torch.no_grad():
-                    return self._fast()["features"](x)
             return normalize_taps(self._fast()["trunk"](x), self._stage_idx)
         bb = self.backbone
         x = (x - bb.norm_mean.to(x.dtype)) / bb.norm_std.to(x.dtype)
         return normalize_taps(bb.taps(x, self.num_stages), self._stage_idx)
 
     def reference(self, x: torch.Tensor) -> ReferenceFeatures:
-        """Cache a reference batch's normalised features (compare it later with ``metric(ref, y)``)."""
+        """Compute a reference batch once (compare it later with ``metric(ref, y)``: the trunk then runs
+        on the distorted images only)."""
         self.check(x, "reference")
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            if self.compiled:
+                return ReferenceFeatures(None, tuple(x.shape), list(self._run("state", x)))
             return ReferenceFeatures(self._stage_features(x), tuple(x.shape))
+
+    def reference_features(self, ref: ReferenceFeatures) -> list[torch.Tensor]:
+        """The normalised fp32 stage features of a :meth:`reference` (derived from a fast path's state)."""
+        if ref.features is not None:
+            return ref.features
+        return state_features(self._fast()["trunk"], ref.state, self._stage_idx)
 
     def _check_pair(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> None:
         self.check(y, "distorted")
@@ -261,7 +293,7 @@ class PerceptualMetric(nn.Module):
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self._check_pair(x, y)
         if isinstance(x, ReferenceFeatures):
-            return x.features, self._stage_features(y)
+            return self.reference_features(x), self._stage_features(y)
         if x.shape[0] == y.shape[0]:
             both = self._stage_features(torch.cat([x, y.to(x.dtype)]))  # one backbone call for both
             n = x.shape[0]
@@ -284,12 +316,13 @@ class PerceptualMetric(nn.Module):
 
     def pair_features(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> torch.Tensor:
         """``D``: N × ΣC pooled per-channel squared differences; ``distance = D @ head.flat_weights()``."""
-        if self._use_compiled(x, y):
-            self._check_pair(x, y)
-            with torch.no_grad():
-                ref = x.features if isinstance(x, ReferenceFeatures) else self._fast()["features"](x)
-                return self._fast()["pooled"](y, *ref)
-        return pooled_from_features(*self._features_pair(x, y))
+        if not self.compiled:
+            return pooled_from_features(*self._features_pair(x, y))
+        self._check_pair(x, y)
+        if isinstance(x, ReferenceFeatures) and x.state is None:  # features from an fp32 metric
+            return pooled_sq_diff(x.features, self._fast()["trunk"](y), self._stage_idx)
+        state = x.state if isinstance(x, ReferenceFeatures) else self._run("state", x)
+        return self._run("pooled", y, *state)
 
     def rating(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> torch.Tensor:
         """The distance mapped to the fitted rating scale (e.g. a predicted MOS)."""

@@ -1,27 +1,40 @@
 """The fast inference path of the perceptual metric (:class:`vislearn.models.perceptual.PerceptualMetric`
-with ``fast=True``): a bf16, channels_last copy of the VGG-16 trunk and the distance's reduction.
+with ``fast=True``): a bf16, channels_last copy of the VGG-16 trunk that propagates the *difference*
+between the distorted image and its reference, and the distance's reduction.
 
 Why each piece (measured with ``torch.profiler`` against ``lpips`` VGG on a 2-core AVX-512-BF16 CPU,
 ``benchmarks/perceptual.py``):
 
 * **bf16 weights cast once**, not per call: under ``torch.autocast`` every convolution re-casts its
   fp32 weight (``aten::copy_``, about 5% of a call). oneDNN's bf16 channels_last convolution runs at
-  2.3-4x the fp32 NCHW one lpips uses (the 64-channel full-resolution layers gain most).
+  2.2-4x the fp32 NCHW one lpips uses (the 64-channel full-resolution layers gain most).
+* **Difference propagation** (why bf16 keeps the fp32 distance): run independently in bf16, the two
+  images' activations are each rounded to 8 significant bits, and a mild distortion changes them by
+  about as little (the distance of a 0.75 contrast change came out 2-6% off lpips fp32, for lpips's
+  own bf16 autocast too). Instead the reference's pre-activations ``z`` of every convolution are kept
+  (:meth:`FastTrunk.reference_state`, computed once per reference) and the distorted image runs as
+  ``Δ`` (:meth:`FastTrunk.delta_taps`): a convolution is linear, so ``conv(x + Δ) = z + conv(Δ)``
+  (zero padding included, no bias on ``Δ``); a ReLU gives ``relu(z + c) - relu(z)`` and a max-pool
+  ``pool(a + Δ) - pool(a)``, both in fp32. The rounding then scales with ``Δ``, not with the
+  activation, and the convolutions do exactly the MACs of the plain trunk.
 * **The trunk stops at the deepest tap the metric uses** (relu5_3 for all five stages; no pooling
   after it).
-* **The reduction reads the bf16 taps once**: each tap is unit-normalised over channels, differenced
-  with the reference's (already normalised, fp32) features, squared and averaged over positions.
-  Eager PyTorch materialises each of those steps as an fp32 tensor of the tap's size; under
-  ``torch.compile`` (:func:`compiled_distance`) inductor fuses them into one pass per stage, fuses
-  each ReLU into its convolution (oneDNN post-op), prepacks the weights (CPU freezing) and
-  generates the 2x2 max-pools without indices.
+* **One pass per stage for the reduction** under ``torch.compile`` (:func:`compiled_distance`,
+  inductor with CPU freezing): the unit-normalisation, difference, square and spatial mean fuse,
+  each ``Δ`` update fuses into one elementwise kernel after its convolution, the weights are
+  prepacked for oneDNN and the 2x2 max-pools are generated without indices. Eager PyTorch
+  materialises each of those steps as an fp32 tensor.
 * The input scaling ``(x - mean) / std`` is left as it is: the input has 3 channels, so it costs
-  under 1% of one call and folding it into conv1_1 would need mean-valued padding to stay exact.
+  under 1% of one call; folding it into conv1_1 would need mean-valued padding to stay exact.
 
-The per-channel channel weights enter as ``D @ w`` on the pooled N x C matrix ``D`` (the metric's
-sufficient statistic, :meth:`PerceptualMetric.pair_features`), so one compiled graph serves both the
-distance and the fitting features. Values: the distance within 1e-2 (relative) of the fp32 path,
-checked against lpips in ``tests/test_models_perceptual_fast.py``.
+Eager PyTorch pays for the difference path's fp32 elementwise updates (about 2x slower than the
+plain bf16 trunk, measured at 256²), so the metric uses it only when compiled (and for the eager
+fallback of a compiled metric when a gradient is wanted); ``fast=True`` without ``compile`` runs the
+plain bf16 trunk (:meth:`FastTrunk.forward`) with bf16's accuracy.
+
+The per-channel weights enter as ``D @ w`` on the pooled N x C matrix ``D`` (the metric's sufficient
+statistic, :meth:`PerceptualMetric.pair_features`), so one compiled graph serves both the distance and
+the fitting features. Values: checked against lpips fp32 on photos in ``tests/test_models_perceptual_fast.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +47,8 @@ import torch.nn.functional as F
 
 from vislearn.models.vgg import VGG16, VGG16_TAPS
 
-__all__ = ["FastTrunk", "NORM_EPS", "compiled_distance", "normalize_taps", "pooled_from_features", "pooled_sq_diff"]
+__all__ = ["FastTrunk", "NORM_EPS", "compiled_distance", "delta_pooled", "normalize_taps", "pooled_from_features",
+           "pooled_sq_diff", "state_features"]
 
 NORM_EPS = 1e-10  # LPIPS's epsilon in f / (||f|| + eps); vislearn.models.perceptual re-exports it
 
@@ -63,11 +77,21 @@ class FastTrunk(nn.Module):
             elif isinstance(layer, nn.MaxPool2d):
                 self.plan.append("pool")
         self.dtype = dtype
+        self.acc = torch.promote_types(dtype, torch.float32)  # the difference updates' precision
         self.register_buffer("mean", backbone.norm_mean.detach().clone().reshape(1, 3, 1, 1))
         self.register_buffer("std", backbone.norm_std.detach().clone().reshape(1, 3, 1, 1))
 
+    @property
+    def tap_convs(self) -> list[int]:
+        """Indices (in convolution order) of the convolutions whose ReLU is a tap."""
+        return [k for k, step in enumerate(s for s in self.plan if s != "pool") if step == "conv+tap"]
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = ((x - self.mean) / self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        """The taps of [0, 1] images, in ``dtype`` (each image on its own, no difference propagation)."""
+        x = self._input(x).to(self.dtype).contiguous(memory_format=torch.channels_last)
         out: list[torch.Tensor] = []
         k = 0
         for step in self.plan:
@@ -78,6 +102,42 @@ class FastTrunk(nn.Module):
             k += 1
             if step == "conv+tap":
                 out.append(x)
+        return out
+
+    def reference_state(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[normalised input (fp32), z_1, ..., z_K]``: what :meth:`delta_taps` needs of a reference
+        batch, the pre-activation of every convolution in ``dtype``."""
+        xn = self._input(x)
+        a = xn.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        state, k = [xn], 0
+        for step in self.plan:
+            if step == "pool":
+                a = F.max_pool2d(a, 2)
+                continue
+            z = F.conv2d(a, self.weights[k], self.biases[k], padding=1)
+            k += 1
+            state.append(z)
+            a = torch.relu(z)
+        return state
+
+    def delta_taps(self, y: torch.Tensor, state: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per tap, ``(a, Δ)`` in fp32 (``acc``): the reference's activation and the distorted image's minus it.
+        ``state`` (batch 1 or N) from :meth:`reference_state`; ``y`` N images."""
+        xn, zs = state[0], state[1:]
+        d = (self._input(y) - xn).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        k = 0
+        for step in self.plan:
+            if step == "pool":
+                a = torch.relu(zs[k - 1]).to(self.acc)
+                d = (F.max_pool2d(a + d.to(self.acc), 2) - F.max_pool2d(a, 2)).to(self.dtype)
+                continue
+            z = zs[k].to(self.acc)
+            dz = torch.relu(z + F.conv2d(d, self.weights[k], None, padding=1).to(self.acc)) - torch.relu(z)
+            k += 1
+            if step == "conv+tap":
+                out.append((torch.relu(z), dz))
+            d = dz.to(self.dtype)
         return out
 
 
@@ -102,18 +162,38 @@ def pooled_sq_diff(ref: Sequence[torch.Tensor], taps: Sequence[torch.Tensor], st
     return pooled_from_features(ref, normalize_taps(taps, stage_idx))
 
 
-class _Features(nn.Module):
+def state_features(trunk: FastTrunk, state: Sequence[torch.Tensor], stage_idx: Sequence[int]) -> list[torch.Tensor]:
+    """The normalised fp32 stage features of a reference from its :meth:`FastTrunk.reference_state`."""
+    zs, taps = state[1:], trunk.tap_convs
+    return normalize_taps([torch.relu(zs[k]) for k in taps], stage_idx)
+
+
+def delta_pooled(trunk: FastTrunk, y: torch.Tensor, state: Sequence[torch.Tensor], stage_idx: Sequence[int]
+                 ) -> torch.Tensor:
+    """``D`` (N x sum C) of distorted images ``y`` against a reference's state, by difference propagation."""
+    pairs = trunk.delta_taps(y, state)
+    cols = []
+    for i in stage_idx:
+        a, dz = pairs[i]
+        b = a + dz
+        fa = a / (torch.linalg.vector_norm(a, dim=1, keepdim=True) + NORM_EPS)
+        fb = b / (torch.linalg.vector_norm(b, dim=1, keepdim=True) + NORM_EPS)
+        cols.append(((fa - fb) ** 2).mean((2, 3)))
+    return torch.cat(cols, dim=1)
+
+
+class _Reference(nn.Module):
     def __init__(self, trunk: FastTrunk, stage_idx: tuple[int, ...]) -> None:
         super().__init__()
         self.trunk, self.stage_idx = trunk, stage_idx
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return normalize_taps(self.trunk(x), self.stage_idx)
+        return self.trunk.reference_state(x)
 
 
-class _Pooled(_Features):
-    def forward(self, y: torch.Tensor, *ref: torch.Tensor) -> torch.Tensor:
-        return pooled_sq_diff(ref, self.trunk(y), self.stage_idx)
+class _Pooled(_Reference):
+    def forward(self, y: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
+        return delta_pooled(self.trunk, y, state, self.stage_idx)
 
 
 def _frozen(fn: Callable) -> Callable:
@@ -130,12 +210,12 @@ def _frozen(fn: Callable) -> Callable:
 
 def compiled_distance(trunk: FastTrunk, stage_idx: Sequence[int], backend: str = "inductor"
                       ) -> tuple[Callable, Callable]:
-    """``(features, pooled)``: ``features(x)`` → normalised fp32 features of [0, 1] images,
-    ``pooled(y, *ref)`` → ``D`` of ``y`` against those features; both through ``torch.compile``
-    (inductor with CPU freezing: the weights become constants, prepacked for oneDNN, each ReLU fused
-    into its convolution). Inference only (call under ``torch.no_grad()``); each new input shape
-    compiles once (30-60 s on a 2-core CPU). ``backend``: another ``torch.compile`` backend (the tests
-    use ``"aot_eager"``, which traces the same graphs in seconds)."""
+    """``(reference_state, pooled)`` through ``torch.compile``: ``reference_state(x)`` →
+    :meth:`FastTrunk.reference_state`, ``pooled(y, *state)`` → :func:`delta_pooled` (inductor with CPU
+    freezing: the weights become constants, prepacked for oneDNN). Inference only (call under
+    ``torch.no_grad()``); each new input shape compiles once (30-90 s on a 2-core CPU). ``backend``:
+    another ``torch.compile`` backend (the tests use ``"aot_eager"``, which traces the same graphs in
+    seconds)."""
     idx = tuple(stage_idx)
-    return (_frozen(torch.compile(_Features(trunk, idx).eval(), dynamic=False, backend=backend)),
+    return (_frozen(torch.compile(_Reference(trunk, idx).eval(), dynamic=False, backend=backend)),
             _frozen(torch.compile(_Pooled(trunk, idx).eval(), dynamic=False, backend=backend)))
