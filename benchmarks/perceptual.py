@@ -24,7 +24,8 @@ trunk's GFLOP (2 × its multiply-adds × the images a call computes) per second 
 peak :func:`_common.measured_peak` measures in the same process with the same clock. Memory at
 1024×768: the rise of the resident memory during one call (sampled every ms) in a fresh subprocess per
 configuration, after its warm-up (and compilation); a precomputed reference's features are held before
-the call and reported separately. Compile time: wall seconds of the first call per graph and shape.
+the call and reported separately. Compile time: wall seconds of the first call per graph and shape, in a
+fresh inductor cache (cold).
 
 Run: ``.venv/bin/python benchmarks/perceptual.py`` (CPU, several minutes: lpips at 1024×768 is slow;
 writes ``results/bench_perceptual.json``); ``--quick``: tiny sizes, eager only, no memory, seconds.
@@ -37,8 +38,10 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -169,6 +172,14 @@ def _run_size(models: dict, n: int, h: int, w: int, photo: str, rounds: int, clo
     if "compiled" in models:
         out["compile_wall_s"] = _compile_seconds(models, ref, dist)
     fns = _configs(models, ref, dist)
+
+    def mib(tensors) -> float:
+        return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+    out["precomputed_reference_mib"] = {"ours_fast (fp32 features)": mib(models["fast"].reference(ref).features)}
+    if "compiled" in models:
+        out["precomputed_reference_mib"]["ours_compiled (input + bf16 pre-activations)"] = mib(
+            models["compiled"].reference(ref).state)
     base = fns["lpips_fp32"]()
     out["lpips_fp32_distance"] = base.tolist()
     out["max_rel_diff_vs_lpips_fp32"] = {k: float(((fn().float() - base).abs() / base.abs()).max())
@@ -235,8 +246,6 @@ def _memory_all(threads: int) -> dict:
             mem[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_rise_mib"]
         except (IndexError, json.JSONDecodeError, KeyError):
             mem[name] = f"failed: {out.stderr[-300:]}"
-    _, h, w, _ = SIZES["1024x768"]
-    mem["precomputed_reference_features_mib"] = 4 * h * w * (64 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256) / 2**20
     return mem
 
 
@@ -322,6 +331,10 @@ def main() -> None:
     sizes = QUICK_SIZES if args.quick else SIZES
     numbers: dict = {"threads": args.threads, "clock": "process_time (CPU s)" if args.clock == "process" else "wall",
                      "compiled": compiled}
+    if compiled and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # a fresh inductor cache: the compile times are cold (earlier runs' kernels are not reused); the
+        # memory subprocesses inherit it and start warm
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="vislearn_inductor_")
     with torch.no_grad():
         numbers["peak"] = peak = measured_peak(repeat=1 if args.quick else 5, clock=clock)
         models = _setup(compiled=compiled)
@@ -331,6 +344,8 @@ def main() -> None:
             print(label, json.dumps(numbers[label]["speedup_vs_lpips_fp32"]), flush=True)
     if not args.quick:
         numbers["peak_memory_1024x768_mib"] = _memory_all(args.threads)
+    if compiled and os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(tempfile.gettempdir()):
+        shutil.rmtree(os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     labels = dict(zip(sizes, ("256²", "1024×768") if not args.quick else tuple(sizes), strict=True))
     rows = _rows(numbers, labels)
     parts = []
