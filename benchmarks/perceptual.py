@@ -308,7 +308,7 @@ def _rows(numbers: dict, labels: dict[str, str]) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU time is then the cost)")
@@ -317,7 +317,7 @@ def main() -> None:
     p.add_argument("--cuda", metavar="OUT.json", help="run on the GPU, write OUT.json")
     p.add_argument("--attach", metavar="OUT.json", help="add a --cuda run to results/bench_perceptual.json")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile configurations")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     apply_common_args(args)
     if args.memory:
         return _memory_child(args.memory, args.threads)
@@ -325,7 +325,15 @@ def main() -> None:
         return _cuda(args.cuda)
     if args.attach:
         return _attach(args.attach)
+    threads_before = torch.get_num_threads()  # run_all's quick mode calls main() in its own process
     torch.set_num_threads(args.threads)
+    try:
+        _main(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _main(args: argparse.Namespace) -> None:
     clock = time.process_time if args.clock == "process" else time.perf_counter
     compiled = not (args.quick or args.no_compile)
     sizes = QUICK_SIZES if args.quick else SIZES
