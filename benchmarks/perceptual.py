@@ -23,9 +23,9 @@ relative difference of each configuration's distance to lpips fp32's on the same
 trunk's GFLOP (2 × its multiply-adds × the images a call computes) per second against the bf16/fp32
 peak :func:`_common.measured_peak` measures in the same process with the same clock. Memory at
 1024×768: the rise of the resident memory during one call (sampled every ms) in a fresh subprocess per
-configuration, after its warm-up (and compilation); a precomputed reference's features are held before
-the call and reported separately. Compile time: wall seconds of the first call per graph and shape, in a
-fresh inductor cache (cold).
+configuration (its first call; compiled configurations after the call that compiles); a precomputed
+reference's features are held before the call and reported separately. Compile time: wall seconds of
+the first call per graph and shape, in a fresh inductor cache (cold).
 
 Run: ``.venv/bin/python benchmarks/perceptual.py`` (CPU, several minutes: lpips at 1024×768 is slow;
 writes ``results/bench_perceptual.json``); ``--quick``: tiny sizes, eager only, no memory, seconds.
@@ -205,8 +205,8 @@ def _rss_mib() -> float:
 
 
 def _memory_child(name: str, threads: int) -> None:
-    """Print the peak resident-memory rise (MiB) during one call of ``name`` at 1024×768 (after a warm-up
-    call, so compilation and oneDNN's caches are not counted). A thread samples the current RSS every
+    """Print the peak resident-memory rise (MiB) during one call of ``name`` at 1024×768 (the first call; a
+    compiled configuration's graphs are compiled by a call before). A thread samples the current RSS every
     millisecond (the convolutions release the GIL); ``ru_maxrss`` cannot be used because building the
     models peaks higher."""
     import gc
@@ -218,7 +218,8 @@ def _memory_child(name: str, threads: int) -> None:
         models = _setup(compiled=name in COMPILED)
         ref, dist = _inputs(n, h, w, photo)
         fn = _configs(models, ref, dist)[name]
-        fn()
+        if name in COMPILED:
+            fn()  # compile this shape first: compilation is not the call's memory
         gc.collect()
         before = _rss_mib()
         peak = [before]
