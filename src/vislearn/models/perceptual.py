@@ -40,8 +40,16 @@ single reference (batch 1) compared against many distorted images, or a cached
 :class:`ReferenceFeatures` from :meth:`PerceptualMetric.reference`; ``spatial=True`` returns a
 distance map (each stage's weighted map upsampled bilinearly to the input size, summed, as LPIPS).
 
-Fast mode (``fast=True``): channels_last backbone and bf16 autocast for the convolutions; the
-normalisation and the distance are computed in fp32.
+Fast mode (``fast=True``): a bf16 channels_last copy of the trunk (weights cast once) runs the
+convolutions on each image; the normalisation and the distance are computed in fp32. Its accuracy is
+bf16's: on mild distortions (small distances) up to a few percent off fp32, like lpips under bf16
+autocast. ``compile=True`` (with ``fast``) runs inference through ``torch.compile`` (inductor, CPU
+freezing) on the distorted-minus-reference *difference* (the reference's pre-activations kept), which
+keeps the distance within 1e-2 (relative) of fp32 and is the fastest path; a call that needs a
+gradient runs the same difference path eagerly. See :mod:`vislearn.models.perceptual_fast` for what
+each piece buys. Many distorted images against one
+reference: compute the reference's features once with :meth:`PerceptualMetric.reference` and pass
+them instead of the image.
 
 Registered models: ``create_model("semantic_vgg16", backbone_weights=..., head_weights=...)`` and
 ``create_model("lpips_vgg", backbone_weights=..., lin_weights=...)``; the metric-level entry point
@@ -60,6 +68,16 @@ import torch.nn.functional as F
 
 from vislearn.errors import UserError
 from vislearn.models.base import RANGE_TOLERANCE, check_images
+from vislearn.models.perceptual_fast import (
+    NORM_EPS,
+    FastTrunk,
+    compiled_distance,
+    delta_pooled,
+    normalize_taps,
+    pooled_from_features,
+    pooled_sq_diff,
+    state_features,
+)
 from vislearn.models.registry import create_model, register_model
 from vislearn.models.vgg import VGG16, VGG16_TAPS
 
@@ -72,7 +90,6 @@ PERCEPTUAL_MODELS: tuple[str, ...] = ("semantic_vgg16", "lpips_vgg")
 VGG_STAGES: tuple[str, ...] = tuple(name for name, _, _, _ in VGG16_TAPS)
 _CHANNELS = {name: c for name, _, c, _ in VGG16_TAPS}
 _STRIDE = {name: s for name, _, _, s in VGG16_TAPS}
-NORM_EPS = 1e-10  # LPIPS's epsilon in f / (||f|| + eps)
 
 
 # ------------------------------------------------------------------------------------------ head
@@ -120,10 +137,16 @@ class PerceptualHead(nn.Module):
 
 @dataclass
 class ReferenceFeatures:
-    """Unit-normalised stage features of reference images, reusable against many distorted images."""
+    """A reference batch computed once, reusable against many distorted images.
 
-    features: list[torch.Tensor]
+    ``features``: the unit-normalised fp32 stage features (the fp32 path). ``state``: what the fast path
+    keeps instead (:meth:`~vislearn.models.perceptual_fast.FastTrunk.reference_state`: the normalised
+    input and every convolution's bf16 pre-activation, about 2.2× the bytes of ``features``); the
+    features are derived from it when needed (:meth:`PerceptualMetric.reference_features`)."""
+
+    features: list[torch.Tensor] | None
     shape: tuple[int, ...]  # N, C, H, W of the images they came from
+    state: list[torch.Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------- metric
@@ -136,10 +159,13 @@ class PerceptualMetric(nn.Module):
     Args:
         backbone: a :class:`~vislearn.models.vgg.VGG16` (frozen here; ``features_only`` suffices).
         layers: stage names, a subset of :data:`VGG_STAGES` in order.
-        fast: channels_last + bf16 autocast for the backbone.
+        fast: a bf16 channels_last copy of the backbone runs the convolutions.
+        compile: with ``fast``, inference through ``torch.compile`` on the difference path (within 1e-2
+            of fp32; each input shape compiles once).
     """
 
-    def __init__(self, backbone: VGG16, layers: Sequence[str] = VGG_STAGES, fast: bool = False) -> None:
+    def __init__(self, backbone: VGG16, layers: Sequence[str] = VGG_STAGES, fast: bool = False,
+                 compile: bool = False) -> None:
         super().__init__()
         layers = tuple(layers)
         bad = [n for n in layers if n not in VGG_STAGES]
@@ -153,17 +179,53 @@ class PerceptualMetric(nn.Module):
         self.num_stages = max(self._stage_idx) + 1
         self.min_input_size = _STRIDE[layers[-1]]  # the deepest stage needs one position
         self.head = PerceptualHead(layers)
-        self.fast = False
-        if fast:
-            self.set_fast(True)
+        self.fast = self.compiled = False
+        self.compile_backend = "inductor"  # torch.compile backend of the compiled path
+        self._drop_fast()
+        if fast or compile:
+            self.set_fast(fast, compile=compile)
 
     # ----------------------------------------------------------------------------- configuration
-    def set_fast(self, fast: bool = True) -> PerceptualMetric:
-        """Fast mode: channels_last backbone + bf16 autocast (distances stay fp32)."""
-        self.fast = bool(fast)
-        fmt = torch.channels_last if fast else torch.contiguous_format
-        self.backbone.to(memory_format=fmt)
+    def set_fast(self, fast: bool = True, compile: bool = False) -> PerceptualMetric:
+        """Fast mode: a bf16 channels_last copy of the backbone (distances stay fp32); ``compile``: run
+        inference through ``torch.compile`` (needs ``fast``). The copy is taken at the next call: call
+        ``set_fast`` again after changing the backbone's weights in place."""
+        if compile and not fast:
+            raise UserError("compile=True needs fast=True (it compiles the bf16 fast path)")
+        self.fast, self.compiled = bool(fast), bool(compile)
+        self._drop_fast()
         return self
+
+    def _drop_fast(self) -> None:
+        # kept out of the module tree on purpose: the copy is derived state, not part of state_dict()
+        self.__dict__["_fast_parts"] = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self._drop_fast()  # .to(device/dtype) invalidates the bf16 copy
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._drop_fast()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _fast(self) -> dict:
+        parts = self.__dict__["_fast_parts"]
+        if parts is None:
+            trunk = FastTrunk(self.backbone, self.num_stages).eval()
+            parts = {"trunk": trunk, "state": trunk.reference_state,
+                     "pooled": lambda y, *state: delta_pooled(trunk, y, state, self._stage_idx)}
+            if self.compiled:
+                parts["compiled"] = compiled_distance(trunk, self._stage_idx, self.compile_backend)
+            self.__dict__["_fast_parts"] = parts
+        return parts
+
+    def _run(self, name: str, *inputs: torch.Tensor):
+        """Fast-path function ``name`` ("state" or "pooled"), compiled unless a gradient is wanted."""
+        parts = self._fast()
+        if self.compiled and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+            with torch.no_grad():
+                return parts["compiled"][0 if name == "state" else 1](*inputs)
+        return parts[name](*inputs)
 
     def train(self, mode: bool = True) -> PerceptualMetric:
         super().train(mode)
@@ -191,28 +253,30 @@ class PerceptualMetric(nn.Module):
 
     # ---------------------------------------------------------------------------------- features
     def _stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.compiled:
+            return state_features(self._fast()["trunk"], self._run("state", x), self._stage_idx)
+        if self.fast:
+            return normalize_taps(self._fast()["trunk"](x), self._stage_idx)
         bb = self.backbone
         x = (x - bb.norm_mean.to(x.dtype)) / bb.norm_std.to(x.dtype)
-        if self.fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                taps = bb.taps(x, self.num_stages)
-        else:
-            taps = bb.taps(x, self.num_stages)
-        out = []
-        for i in self._stage_idx:
-            f = taps[i].float()
-            out.append(f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + NORM_EPS))
-        return out
+        return normalize_taps(bb.taps(x, self.num_stages), self._stage_idx)
 
     def reference(self, x: torch.Tensor) -> ReferenceFeatures:
-        """Cache a reference batch's normalised features (compare it later with ``metric(ref, y)``)."""
+        """Compute a reference batch once (compare it later with ``metric(ref, y)``: the trunk then runs
+        on the distorted images only)."""
         self.check(x, "reference")
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            if self.compiled:
+                return ReferenceFeatures(None, tuple(x.shape), list(self._run("state", x)))
             return ReferenceFeatures(self._stage_features(x), tuple(x.shape))
 
-    def _features_pair(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor
-                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def reference_features(self, ref: ReferenceFeatures) -> list[torch.Tensor]:
+        """The normalised fp32 stage features of a :meth:`reference` (derived from a fast path's state)."""
+        if ref.features is not None:
+            return ref.features
+        return state_features(self._fast()["trunk"], ref.state, self._stage_idx)
+
+    def _check_pair(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> None:
         self.check(y, "distorted")
         if isinstance(x, ReferenceFeatures):
             ref_shape = x.shape
@@ -224,8 +288,12 @@ class PerceptualMetric(nn.Module):
         if ref_shape[0] not in (1, y.shape[0]):
             raise UserError(f"batch sizes differ: {ref_shape[0]} references for {y.shape[0]} distorted images "
                             "(use one reference to compare with many, or equal batches)")
+
+    def _features_pair(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        self._check_pair(x, y)
         if isinstance(x, ReferenceFeatures):
-            return x.features, self._stage_features(y)
+            return self.reference_features(x), self._stage_features(y)
         if x.shape[0] == y.shape[0]:
             both = self._stage_features(torch.cat([x, y.to(x.dtype)]))  # one backbone call for both
             n = x.shape[0]
@@ -235,8 +303,8 @@ class PerceptualMetric(nn.Module):
     # ----------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor, spatial: bool = False) -> torch.Tensor:
         """Distance per pair (shape N), or with ``spatial=True`` a N×1×H×W distance map."""
-        fx, fy = self._features_pair(x, y)
         if spatial:
+            fx, fy = self._features_pair(x, y)
             size = y.shape[-2:]
             total = None
             for w, a, b in zip(self.head.weights, fx, fy, strict=True):
@@ -244,16 +312,17 @@ class PerceptualMetric(nn.Module):
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                 total = m if total is None else total + m
             return total
-        return self._pooled(fx, fy) @ self.head.flat_weights()
-
-    @staticmethod
-    def _pooled(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([((a - b) ** 2).mean((2, 3)) for a, b in zip(fx, fy, strict=True)], dim=1)
+        return self.pair_features(x, y) @ self.head.flat_weights()
 
     def pair_features(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> torch.Tensor:
         """``D``: N × ΣC pooled per-channel squared differences; ``distance = D @ head.flat_weights()``."""
-        fx, fy = self._features_pair(x, y)
-        return self._pooled(fx, fy)
+        if not self.compiled:
+            return pooled_from_features(*self._features_pair(x, y))
+        self._check_pair(x, y)
+        if isinstance(x, ReferenceFeatures) and x.state is None:  # features from an fp32 metric
+            return pooled_sq_diff(x.features, self._fast()["trunk"](y), self._stage_idx)
+        state = x.state if isinstance(x, ReferenceFeatures) else self._run("state", x)
+        return self._run("pooled", y, *state)
 
     def rating(self, x: torch.Tensor | ReferenceFeatures, y: torch.Tensor) -> torch.Tensor:
         """The distance mapped to the fitted rating scale (e.g. a predicted MOS)."""
@@ -297,7 +366,8 @@ def _load_backbone(backbone_weights: str | os.PathLike | None) -> VGG16:
 def build_perceptual_metric(name: str = "semantic_vgg16", backbone_weights: str | os.PathLike | None = None, *,
                             lin_weights: str | os.PathLike | None = None,
                             head_weights: str | os.PathLike | None = None, layers: Sequence[str] = VGG_STAGES,
-                            fast: bool = False, backbone: VGG16 | None = None) -> PerceptualMetric:
+                            fast: bool = False, compile: bool = False,
+                            backbone: VGG16 | None = None) -> PerceptualMetric:
     """Build ``semantic_vgg16`` or ``lpips_vgg`` (the arguments of
     :func:`vislearn.metrics.perceptual.create_metric`; ``head_weights`` is its ``weights``)."""
     if name not in PERCEPTUAL_MODELS:
@@ -322,7 +392,7 @@ def build_perceptual_metric(name: str = "semantic_vgg16", backbone_weights: str 
         if any((w < 0).any() for w in metric.head.weights):
             raise UserError(f"{head_weights}: negative channel weights; a perceptual-metric head has w >= 0")
     metric.model_name = name
-    metric.set_fast(fast)
+    metric.set_fast(fast, compile=compile)
     return metric.eval()
 
 
