@@ -100,3 +100,68 @@ def test_bad_input():
         recall_at_k(torch.randn(5, 2), torch.zeros(5), ks=(0,))
     with pytest.raises(UserError, match="before any update"):
         RetrievalEvaluator().compute()
+
+
+# ------------------------------------------------------------- edges the mutation tool found untested
+def test_smallest_inputs_integer_embeddings_and_large_k():
+    # two samples of one label: each retrieves the other (the smallest legal input); one sample is refused
+    assert recall_at_k(torch.tensor([[0.0], [1.0]]), torch.tensor([3, 3]), ks=(1,)) == {1: 1.0}
+    with pytest.raises(UserError, match="at least 2 samples, got 1"):
+        recall_at_k(torch.tensor([[0.0]]), torch.tensor([0]))
+    # integer and float64 embeddings rank like their float32 values; a k beyond N - 1 is clamped
+    x = torch.tensor([[0], [1], [5], [2], [3]])
+    y = torch.tensor([0, 0, 0, 1, 1])
+    ints = retrieval_metrics(x, y, ks=(1, 10))
+    assert ints == retrieval_metrics(x.float(), y, ks=(1, 10)) == retrieval_metrics(x.double(), y, ks=(1, 10))
+    # by hand (1-D points 0, 1, 5, 2, 3): nearest of 0 is 1 (a), of 1 is 0 (a), of 5 is 3 (b), of 2 is 1 or 3
+    # (tie, topk order), of 3 is 2 (b); with k = 10 every query sees all 4 others: recall 1
+    assert ints["recall@10"] == 1.0 and min(abs(ints["recall@1"] - 3 / 5), abs(ints["recall@1"] - 4 / 5)) < 1e-6
+    assert set(retrieval_metrics(x.float(), y)) == {"recall@1", "recall@2", "recall@4", "recall@8", "map@r",
+                                                  "r_precision"}  # MAP@R and R-precision by default
+
+
+def test_knn_k_bounds_self_inclusion_and_argument_checks():
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0], [15.0]])
+    d, i = knn(x, 10)  # clamped to the N − 1 = 4 others
+    assert i.shape == (5, 4) and i[0].tolist() == [1, 2, 3, 4] and d[0].tolist() == [1.0, 9.0, 49.0, 225.0]
+    d, i = knn(x, 10, exclude_self=False)  # N, the first being the query itself at distance 0
+    assert i.shape == (5, 5) and i[:, 0].tolist() == [0, 1, 2, 3, 4] and d[:, 0].tolist() == [0.0] * 5
+    assert knn(x, 1)[1][:, 0].tolist() == [1, 0, 1, 2, 3]  # k = 1, the smallest legal k
+    with pytest.raises(UserError, match="k must be >= 1, got 0"):
+        knn(x, 0)
+    for bad in (torch.tensor([[0], [1]]), torch.zeros(4), [[0.0], [1.0]]):  # integer, 1-D, not a tensor
+        with pytest.raises(UserError, match="real floating N×D"):
+            knn(bad, 1)
+
+
+def test_knn_blocks_fit_the_memory_budget(monkeypatch):
+    # rows per block = ⌊memory_mb · 2²⁰ / (N · bytes per element · 2)⌋: 1 MiB, N = 1000 float32 -> 131 rows
+    seen = []
+    real = torch.addmm
+
+    def spy(inp, a, b, **kw):
+        seen.append(a.shape[0])
+        return real(inp, a, b, **kw)
+
+    monkeypatch.setattr(torch, "addmm", spy)
+    x = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0))
+    knn(x, 2, memory_mb=1.0)
+    assert seen == [131] * 7 + [1000 - 7 * 131]
+
+
+def test_nmi_cluster_count_bounds_and_evaluator_defaults():
+    y = torch.tensor([0, 0, 1, 1])
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    assert nmi(x, y, num_clusters=1) == 0.0  # one cluster carries no information
+    # singletons: I(y; c) = H(y) = 1 bit, H(c) = 2 bits; arithmetic normalisation 2 · 1 / (1 + 2)
+    assert nmi(x, y, num_clusters=4) == pytest.approx(2 / 3)
+    with pytest.raises(UserError, match=r"num_clusters must be in \[1, 4\], got 5"):
+        nmi(x, y, num_clusters=5)
+    # defaults: NMI on, no L2 normalisation (which here would change the nearest neighbours)
+    z = torch.tensor([[1.0, 0.0], [10.0, 1.0], [0.0, 1.0], [1.1, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    ev = RetrievalEvaluator()
+    ev.update(z, labels)
+    got = ev.compute()
+    assert got == retrieval_metrics(z, labels, with_nmi=True)
+    assert got != retrieval_metrics(torch.nn.functional.normalize(z, dim=1), labels, with_nmi=True)
