@@ -17,6 +17,7 @@ import torch.nn as nn
 from vislearn.errors import UserError
 from vislearn.models.inception_common import avg_pool_3x3
 from vislearn.nn import ConvBNAct
+from vislearn.nn.fuse import FusedConv2d
 
 __all__ = ["InceptionA", "InceptionB", "InceptionC", "Mixed3a", "Mixed4a", "Mixed5a", "Mixed5b", "ReductionA",
            "ReductionB", "ReductionBRes", "ResidualA", "ResidualB", "ResidualC"]
@@ -215,8 +216,14 @@ class _Residual(nn.Module):
         return [m for n, m in self.named_children() if n.startswith("branch")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.up(torch.cat([b(x) for b in self.branches()], 1))
-        return self.act(torch.add(x, r, alpha=self.scale))
+        y = torch.cat([b(x) for b in self.branches()], 1)
+        if isinstance(self.up, FusedConv2d):  # inference fast path: scale, sum and ReLU inside the conv
+            return self.up(y, x)
+        return self.act(torch.add(x, self.up(y), alpha=self.scale))
+
+    def residual_fusion(self) -> tuple[str, float, bool]:
+        """For :func:`vislearn.nn.fuse.fuse_conv_act`: (conv child, residual scale, ReLU after the sum)."""
+        return "up", self.scale, isinstance(self.act, nn.ReLU)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
