@@ -18,16 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5, min_time: float = 0.0) -> float:
-    """Median seconds per call of ``fn`` after ``warmup`` calls (at least ``repeat`` timed calls)."""
+def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5, min_time: float = 0.0,
+           clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds per call of ``fn`` after ``warmup`` calls (at least ``repeat`` timed calls);
+    ``clock`` as in :func:`interleaved`."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
-    t_start = time.perf_counter()
-    while len(times) < repeat or time.perf_counter() - t_start < min_time:
-        t0 = time.perf_counter()
+    t_start = clock()
+    while len(times) < repeat or clock() - t_start < min_time:
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -108,13 +110,15 @@ def cpu_flags() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def measured_peak(device: str = "cpu", *, repeat: int = 5) -> dict[str, float]:
+def measured_peak(device: str = "cpu", *, repeat: int = 5,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """This machine's achievable GFLOP/s for fp32 and bf16: the best of a large matmul and a 3×3
     convolution (channels_last), measured now, in this process, with the current thread count.
 
     This is the "physical limit" side of a roofline line: a model's achieved GFLOP/s divided by it says
     how much room a faster implementation could have. It is a measured ceiling (what oneDNN reaches on
-    a compute-bound shape), not the datasheet peak."""
+    a compute-bound shape), not the datasheet peak. On a shared CPU pass ``clock=time.process_time``
+    (with one torch thread) and time the models with the same clock, or the peak reads low."""
     import torch
     import torch.nn.functional as F
 
@@ -141,8 +145,8 @@ def measured_peak(device: str = "cpu", *, repeat: int = 5) -> dict[str, float]:
             sync()
 
         with torch.no_grad():
-            t_mm = timeit(mm, warmup=1, repeat=repeat)
-            t_conv = timeit(conv, warmup=1, repeat=repeat)
+            t_mm = timeit(mm, warmup=1, repeat=repeat, clock=clock)
+            t_conv = timeit(conv, warmup=1, repeat=repeat, clock=clock)
         mm_gflops = 2 * n**3 / t_mm / 1e9
         conv_gflops = 2 * 8 * 128 * 128 * 9 * 56 * 56 / t_conv / 1e9
         out[f"{name}_matmul_gflops"] = mm_gflops
