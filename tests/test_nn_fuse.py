@@ -94,3 +94,19 @@ def test_refuses_misuse():
         f.train()
     unfolded = fuse_conv_act(ConvBNAct(3, 4, 3).eval())
     assert unfolded == 0  # a BN still in place is not fused over
+
+
+def test_inception_v4_pool_branch_keeps_its_relu_after_the_pool():
+    from vislearn.models.inception_common import PoolProjection
+
+    torch.manual_seed(0)
+    model = _randomize_bn(create_model("inception_v4", width=0.25, depths=(1, 1, 1), num_classes=10))
+    x = torch.rand(2, 3, 75, 75)
+    fast = optimize(model, precision="fp32")
+    ref = fast(x)
+    fuse_conv_act(fast.model, dtype=None)
+    pools = [m for m in fast.model.modules() if isinstance(m, PoolProjection)]
+    assert len(pools) == 3  # one per A, B, C block
+    for p in pools:  # conv fused without ReLU (the pool runs between them), the ReLU kept as a module
+        assert isinstance(p[1].conv, FusedConv2d) and not p[1].conv.relu and isinstance(p[1].act, nn.ReLU)
+    assert _rel(fast(x), ref) < 1e-5  # fp32: the same function, reassociated

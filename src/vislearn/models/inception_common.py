@@ -10,6 +10,7 @@ import torch.nn as nn
 from vislearn.errors import UserError
 from vislearn.models.convert import StateDict
 from vislearn.nn.conv import ConvBNAct
+from vislearn.nn.fuse import FusedConv2d
 
 __all__ = ["PoolProjection", "avg_pool_3x3", "init_inception_weights", "peer_state_dict", "pool_then_project"]
 
@@ -30,14 +31,18 @@ def pool_then_project(pool: nn.AvgPool2d, proj: nn.Module, x: torch.Tensor) -> t
     ``mean(z) + b``); with padding counted the bias would be diluted at the borders. So with padding
     counted (torchvision's/timm's Inception-v3) only training reorders, and evaluation keeps the peers'
     order (their logits are matched to 1e-4 absolute, which float reassociation can exceed on random
-    weights with logits in the hundreds); a replaced (fused) convolution keeps it too.
+    weights with logits in the hundreds). Of the fused convolutions (:mod:`vislearn.nn.fuse`) only one
+    without ReLU commutes: :class:`PoolProjection` asks :func:`~vislearn.nn.fuse.fuse_conv_act` for that
+    (``fusion_keeps_activation``), so the ReLU runs after the pool, on the narrow output.
     """
     conv = getattr(proj, "conv", None)
+    fused = isinstance(conv, FusedConv2d) and not conv.relu and not conv.residual
+    conv = conv.conv if fused else conv  # a fused conv without ReLU is the same linear map as its conv
     if (isinstance(proj, ConvBNAct) and type(conv) is nn.Conv2d and conv.kernel_size == (1, 1)
             and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
             and conv.out_channels < conv.in_channels
             and (not pool.count_include_pad or (proj.training and conv.bias is None))):
-        return proj.act(proj.bn(pool(conv(x))))
+        return proj.act(proj.bn(pool(proj.conv(x))))
     return proj(pool(x))
 
 
@@ -47,6 +52,10 @@ class PoolProjection(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool_then_project(self[0], self[1], x)
+
+    def fusion_keeps_activation(self) -> list[str]:
+        """For :func:`vislearn.nn.fuse.fuse_conv_act`: the projection's ReLU must stay after the pool."""
+        return ["1"]
 
 
 @torch.no_grad()

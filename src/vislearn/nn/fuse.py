@@ -18,7 +18,10 @@ What is fused (module tree only, no tracing):
 * a module that declares ``residual_fusion() -> (conv child name, scale, relu)`` (the Inception-ResNet
   blocks): ``relu(x + scale·conv(y))``; the scale is folded into that conv's weight and bias, the sum
   and the ReLU run inside it;
-* any other ``nn.Conv2d`` (plain, e.g. a biased 1×1 projection) → :class:`FusedConv2d` without ReLU.
+* any other ``nn.Conv2d`` (plain, e.g. a biased 1×1 projection) → :class:`FusedConv2d` without ReLU;
+* a module that declares ``fusion_keeps_activation() -> [child names]`` (the Inception pooling branch,
+  which pools between its 1×1 conv and the ReLU) gets those ``ConvBNAct`` children's convolutions
+  fused without their activation.
 
 Numerics: the same bf16 (or fp32) oneDNN convolution as autocast runs; a fused sum is accumulated
 before its single rounding, so results agree with the unfused model to bf16 rounding. The model
@@ -159,6 +162,9 @@ def fuse_conv_act(model: nn.Module, *, dtype: torch.dtype | None = torch.bfloat1
         count += 1
         return FusedConv2d(conv, dtype=dtype, input_size=sizes.get(conv), **kw)
 
+    keep_act = {id(getattr(parent, name)) for parent in model.modules()
+                if callable(getattr(parent, "fusion_keeps_activation", None))
+                for name in parent.fusion_keeps_activation()}
     for parent in list(model.modules()):
         if isinstance(parent, FusedConv2d):
             continue
@@ -170,8 +176,11 @@ def fuse_conv_act(model: nn.Module, *, dtype: torch.dtype | None = torch.bfloat1
                 setattr(parent, name, fused(conv, relu=relu, scale=scale, residual=True))
         if isinstance(parent, ConvBNAct) and isinstance(parent.bn, nn.Identity) and _fusable_conv(parent.conv) \
                 and isinstance(parent.act, (nn.ReLU, nn.Identity)):
-            relu = isinstance(parent.act, nn.ReLU)
-            parent.conv, parent.act = fused(parent.conv, relu=relu), nn.Identity().eval()
+            if id(parent) in keep_act:  # its owner applies something linear between conv and activation
+                parent.conv = fused(parent.conv, relu=False)
+            else:
+                relu = isinstance(parent.act, nn.ReLU)
+                parent.conv, parent.act = fused(parent.conv, relu=relu), nn.Identity().eval()
             continue
         for name, child in list(parent.named_children()):
             if _fusable_conv(child) and not isinstance(parent, (ConvBNAct, FusedConv2d)):
