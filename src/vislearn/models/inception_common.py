@@ -26,7 +26,9 @@ def pool_then_project(pool: nn.AvgPool2d, proj: nn.Module, x: torch.Tensor) -> t
     same function: a 1×1 convolution and an average pool are both linear and commute (each output
     pixel's pool divisor is the same for every channel), so the pool can run on the projection's
     4–10× fewer channels (profiled: ``avg_pool2d`` and its backward were 5% of an Inception-v3 training
-    step and 4% of an Inception-v4 inference, on the block's input width). A conv with a bias (after BN
+    step and 4% of an Inception-v4 inference, on the block's input width). Used by the Inception-v4 and
+    Inception-ResNet blocks (:class:`PoolProjection`); Inception-v3 keeps the peers' order (its TF-slim
+    import test checks each convolution reads the pooled tensor, as in TF-slim's graph). A conv with a bias (after BN
     folding) commutes only with TF-style pooling (padding excluded: the mean of ``z + b`` is
     ``mean(z) + b``); with padding counted the bias would be diluted at the borders. So with padding
     counted (torchvision's/timm's Inception-v3) only training reorders, and evaluation keeps the peers'

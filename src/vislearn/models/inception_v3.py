@@ -73,12 +73,7 @@ import torch.nn.functional as F
 from vislearn.errors import UserError
 from vislearn.models.base import INCEPTION_MEAN, INCEPTION_STD, FeatureInfo, VisionModel
 from vislearn.models.convert import Converter, StateDict, register_converter
-from vislearn.models.inception_common import (
-    avg_pool_3x3,
-    init_inception_weights,
-    peer_state_dict,
-    pool_then_project,
-)
+from vislearn.models.inception_common import avg_pool_3x3, init_inception_weights, peer_state_dict
 from vislearn.models.registry import register_model
 from vislearn.nn.conv import ConvBNAct
 from vislearn.nn.conv import bn_momentum as conv_bn_momentum
@@ -145,7 +140,7 @@ class InceptionA(nn.Module):
             self.branch1x1(x),
             self.branch5x5_2(self.branch5x5_1(x)),
             self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            pool_then_project(self.pool, self.branch_pool, x),
+            self.branch_pool(self.pool(x)),
         ], 1)
 
 
@@ -194,7 +189,7 @@ class InceptionC(nn.Module):
         d = self.branch7x7dbl_1(x)
         for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
             d = layer(d)
-        return torch.cat([self.branch1x1(x), b7, d, pool_then_project(self.pool, self.branch_pool, x)], 1)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(self.pool(x))], 1)
 
 
 class InceptionD(nn.Module):
@@ -243,7 +238,7 @@ class InceptionE(nn.Module):
             self.branch1x1(x),
             self.branch3x3_2a(a), self.branch3x3_2b(a),
             self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
-            pool_then_project(self.pool, self.branch_pool, x),
+            self.branch_pool(self.pool(x)),
         ], 1)
 
 
