@@ -20,8 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def timeit(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5, min_time: float = 0.0,
            clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median seconds per call of ``fn`` after ``warmup`` calls (at least ``repeat`` timed calls);
-    ``clock`` as in :func:`interleaved`."""
+    """Median seconds per call of ``fn`` after ``warmup`` calls (at least ``repeat`` timed calls), by ``clock``."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -63,8 +62,7 @@ def add_common_args(parser) -> None:
 def apply_common_args(args) -> None:
     """Point :func:`write_bench` at ``--results-dir`` when one was given."""
     global RESULTS_DIR
-    if getattr(args, "results_dir", None):
-        RESULTS_DIR = Path(args.results_dir)
+    RESULTS_DIR = Path(args.results_dir) if getattr(args, "results_dir", None) else ROOT / "results"
 
 
 def write_bench(name: str, summary: str, numbers: dict[str, Any], *, rows: list[dict[str, Any]] | None = None,
@@ -117,8 +115,8 @@ def measured_peak(device: str = "cpu", *, repeat: int = 5,
 
     This is the "physical limit" side of a roofline line: a model's achieved GFLOP/s divided by it says
     how much room a faster implementation could have. It is a measured ceiling (what oneDNN reaches on
-    a compute-bound shape), not the datasheet peak. On a shared CPU pass ``clock=time.process_time``
-    (with one torch thread) and time the models with the same clock, or the peak reads low."""
+    a compute-bound shape), not the datasheet peak. Time it with the clock the model timings use
+    (``time.process_time`` with one thread on a loaded machine: wall time there underestimates the peak)."""
     import torch
     import torch.nn.functional as F
 
