@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 from vislearn.errors import UserError
-from vislearn.models.inception_common import avg_pool_3x3
+from vislearn.models.inception_common import PoolProjection, avg_pool_3x3
 from vislearn.nn import ConvBNAct
+from vislearn.nn.fuse import FusedConv2d
 
 __all__ = ["InceptionA", "InceptionB", "InceptionC", "Mixed3a", "Mixed4a", "Mixed5a", "Mixed5b", "ReductionA",
            "ReductionB", "ReductionBRes", "ResidualA", "ResidualB", "ResidualC"]
@@ -114,7 +115,7 @@ class Mixed5b(_Concat):
         self.branch0 = _conv(cin, w(96))
         self.branch1 = _chain(cin, [(w(48), 1, 1, 0), (w(64), 5, 1, 2)])
         self.branch2 = _chain(cin, [(w(64), 1, 1, 0), (w(96), 3, 1, 1), (w(96), 3, 1, 1)])
-        self.branch3 = nn.Sequential(_tf_avg_pool(), _conv(cin, w(64)))
+        self.branch3 = PoolProjection(_tf_avg_pool(), _conv(cin, w(64)))
         self.out_chans = w(96) + w(64) + w(96) + w(64)
 
 
@@ -127,7 +128,7 @@ class InceptionA(_Concat):
         self.branch0 = _conv(cin, w(96))
         self.branch1 = _chain(cin, [(w(64), 1, 1, 0), (w(96), 3, 1, 1)])
         self.branch2 = _chain(cin, [(w(64), 1, 1, 0), (w(96), 3, 1, 1), (w(96), 3, 1, 1)])
-        self.branch3 = nn.Sequential(_tf_avg_pool(), _conv(cin, w(96)))
+        self.branch3 = PoolProjection(_tf_avg_pool(), _conv(cin, w(96)))
         self.out_chans = 4 * w(96)
 
 
@@ -156,7 +157,7 @@ class InceptionB(_Concat):
         self.branch1 = _chain(cin, [(w(192), 1, 1, 0), (w(224), h[0], 1, h[1]), (w(256), v[0], 1, v[1])])
         self.branch2 = _chain(cin, [(w(192), 1, 1, 0), (w(192), v[0], 1, v[1]), (w(224), h[0], 1, h[1]),
                                     (w(224), v[0], 1, v[1]), (w(256), h[0], 1, h[1])])
-        self.branch3 = nn.Sequential(_tf_avg_pool(), _conv(cin, w(128)))
+        self.branch3 = PoolProjection(_tf_avg_pool(), _conv(cin, w(128)))
         self.out_chans = w(384) + 2 * w(256) + w(128)
 
 
@@ -188,7 +189,7 @@ class InceptionC(nn.Module):
         self.branch2_2 = _conv(w(448), w(512), (1, 3), 1, (0, 1))
         self.branch2_3a = _conv(w(512), w(256), (1, 3), 1, (0, 1))
         self.branch2_3b = _conv(w(512), w(256), (3, 1), 1, (1, 0))
-        self.branch3 = nn.Sequential(_tf_avg_pool(), _conv(cin, w(256)))
+        self.branch3 = PoolProjection(_tf_avg_pool(), _conv(cin, w(256)))
         self.out_chans = 6 * w(256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,8 +216,14 @@ class _Residual(nn.Module):
         return [m for n, m in self.named_children() if n.startswith("branch")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.up(torch.cat([b(x) for b in self.branches()], 1))
-        return self.act(torch.add(x, r, alpha=self.scale))
+        y = torch.cat([b(x) for b in self.branches()], 1)
+        if isinstance(self.up, FusedConv2d):  # inference fast path: scale, sum and ReLU inside the conv
+            return self.up(y, x)
+        return self.act(torch.add(x, self.up(y), alpha=self.scale))
+
+    def residual_fusion(self) -> tuple[str, float, bool]:
+        """For :func:`vislearn.nn.fuse.fuse_conv_act`: (conv child, residual scale, ReLU after the sum)."""
+        return "up", self.scale, isinstance(self.act, nn.ReLU)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

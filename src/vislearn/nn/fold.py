@@ -214,7 +214,7 @@ def fold_batchnorm(model: nn.Module, *, example_input: Any = None, inplace: bool
         if id(bn) in done or id(layer) in producers_used or not _bn_foldable(bn) or not _producer_ok(layer, bn):
             continue
         fold_bn_into(layer, bn)
-        setattr(bparent, bname, nn.Identity())
+        setattr(bparent, bname, nn.Identity().eval())  # the model is in eval mode: keep it so
         done.add(id(bn))
         producers_used.add(id(layer))
         report.folded.append((names.get(layer, pname), names.get(bn, bname)))
