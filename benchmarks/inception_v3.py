@@ -149,7 +149,7 @@ def bench_model(name: str, batch: int, size: int, rounds: int, agree_n: int, tra
 
     from vislearn.inference import optimize
     from vislearn.models import create_model
-    from vislearn.nn.fuse import can_fuse, fuse_conv_act
+    from vislearn.nn.fuse import can_fuse
     from vislearn.nn.profile import count_macs
 
     dev = torch.device(device)
@@ -167,11 +167,10 @@ def bench_model(name: str, batch: int, size: int, rounds: int, agree_n: int, tra
     mean = torch.tensor(ours.normalization[0]).view(1, 3, 1, 1)
     std = torch.tensor(ours.normalization[1]).view(1, 3, 1, 1)
     ours, peer = ours.to(dev), peer.to(dev)
-    fast = optimize(ours)
+    fast = optimize(ours, fuse=False)
     fused = None
     if dev.type == "cpu" and can_fuse() and fast.dtype in (None, torch.bfloat16):
-        fused = optimize(ours)
-        fuse_conv_act(fused.model, dtype=fused.dtype)
+        fused = optimize(ours)  # optimize() fuses by default on the CPU (vislearn.nn.fuse)
     macs = count_macs(ours, size)
     best = timm.create_model(name, pretrained=False).eval()
     best.load_state_dict(peer.state_dict())

@@ -59,7 +59,7 @@ def bench_model(name: str, batch: int, size: int, rounds: int, device: str = "cp
 
     from vislearn.inference import optimize
     from vislearn.models import create_model
-    from vislearn.nn.fuse import can_fuse, fuse_conv_act
+    from vislearn.nn.fuse import can_fuse
     from vislearn.nn.profile import count_macs
 
     torch.manual_seed(0)
@@ -76,11 +76,10 @@ def bench_model(name: str, batch: int, size: int, rounds: int, device: str = "cp
     dev = torch.device(device)
     macs = count_macs(ours, size)
     ours, peer = ours.to(dev), peer.to(dev)
-    fast = optimize(ours)
+    fast = optimize(ours, fuse=False)
     fused = None
     if dev.type == "cpu" and can_fuse() and fast.dtype in (None, torch.bfloat16):
-        fused = optimize(ours)
-        fuse_conv_act(fused.model, dtype=fused.dtype)
+        fused = optimize(ours)  # optimize() fuses by default on the CPU (vislearn.nn.fuse)
     best = timm.create_model(name, pretrained=False).eval()
     best.load_state_dict(peer.state_dict())
     best = best.to(dev, memory_format=torch.channels_last)

@@ -68,8 +68,16 @@ def test_bf16_channels_last_returns_float32_close_to_fp32():
     fast = optimize(model, precision="bf16")
     out = fast(x)
     assert out.dtype == torch.float32
-    assert fast.model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    from vislearn.nn.fuse import FusedConv2d
+
+    assert isinstance(fast.model.stem.conv, FusedConv2d)  # fused on the CPU by default
+    assert fast.model.stem.conv.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert float((out - ref).abs().max() / ref.abs().max()) < 0.05
+    plain = optimize(model, precision="bf16", fuse=False)
+    assert isinstance(plain.model.stem.conv, nn.Conv2d)
+    assert plain.model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # the same bf16 oneDNN convolutions: fused and unfused agree to bf16 rounding
+    assert float((plain(x) - out).abs().max() / ref.abs().max()) < 0.02
     assert fast.dtype == torch.bfloat16
     unfolded = optimize(model, fold=False, channels_last=False, precision="fp32")
     assert sum(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules()) == 2

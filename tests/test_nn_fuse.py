@@ -64,7 +64,7 @@ def test_inception_resnet_v2_bf16_matches_the_autocast_fast_path():
     torch.manual_seed(0)
     model = _randomize_bn(create_model("inception_resnet_v2", width=0.25, depths=(1, 1, 1), num_classes=10))
     x = torch.rand(2, 3, 75, 75)
-    fast = optimize(model, precision="bf16")
+    fast = optimize(model, precision="bf16", fuse=False)
     ref_fp32, ref_bf16 = model(x), fast(x)
     n = fuse_conv_act(fast.model, dtype=fast.dtype, example_input=x)
     convs = [m for m in fast.model.modules() if type(m) is nn.Conv2d]
@@ -102,7 +102,7 @@ def test_inception_v4_pool_branch_keeps_its_relu_after_the_pool():
     torch.manual_seed(0)
     model = _randomize_bn(create_model("inception_v4", width=0.25, depths=(1, 1, 1), num_classes=10))
     x = torch.rand(2, 3, 75, 75)
-    fast = optimize(model, precision="fp32")
+    fast = optimize(model, precision="fp32", fuse=False)
     ref = fast(x)
     fuse_conv_act(fast.model, dtype=None)
     pools = [m for m in fast.model.modules() if isinstance(m, PoolProjection)]

@@ -20,7 +20,7 @@ __all__ = ["optimize"]
 
 def optimize(model: nn.Module, *, fold: bool = True, channels_last: bool = True, precision: str = "auto",
              device: str | torch.device | None = None, example_input: Any = None, compile: bool | None = None,
-             calibration: Iterable[Any] | None = None) -> InferenceModel:
+             calibration: Iterable[Any] | None = None, fuse: bool = True) -> InferenceModel:
     """An eval-mode copy of ``model`` set up for fast inference.
 
     Args:
@@ -42,6 +42,10 @@ def optimize(model: nn.Module, *, fold: bool = True, channels_last: bool = True,
             slow fp32 reference), off otherwise.
         calibration: for ``precision="int8"``, an iterable of input batches (or ``(images, labels)``
             pairs) like those the model will see: a few hundred images set the activation ranges.
+        fuse: eager bf16/fp32 on the CPU only: pre-pack each convolution's weight for oneDNN once and run
+            its ReLU (or an Inception-ResNet residual sum and its ReLU) inside it
+            (:func:`vislearn.nn.fuse.fuse_conv_act`; 3-15 % faster on the Inception family). Compiled
+            and int8 models get the same from inductor.
 
     Returns:
         An :class:`InferenceModel` whose ``forward``/``forward_features`` take the same inputs as the
@@ -82,6 +86,11 @@ def optimize(model: nn.Module, *, fold: bool = True, channels_last: bool = True,
         model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)  # frozen for good: freezing and export both want constants
+    if fuse and not compile and not int8 and device.type == "cpu" and dtype in (None, torch.bfloat16):
+        from vislearn.nn.fuse import can_fuse, fuse_conv_act
+
+        if can_fuse():
+            fuse_conv_act(model, dtype=dtype)
     if dtype is not None and not compile:
         _store_in(model, dtype)
     fast = InferenceModel(model, device, dtype, channels_last, precision="int8" if int8 else None,

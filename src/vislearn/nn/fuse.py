@@ -108,7 +108,11 @@ class FusedConv2d(nn.Module):
         return f"relu={self.relu}, residual={self.residual}, scale={self.scale}, dtype={dtype}"
 
 
-def _input_sizes(model: nn.Module, example_input: Any) -> dict[nn.Module, tuple[int, ...]]:
+def _input_sizes(model: nn.Module, example_input: Any, dtype: torch.dtype | None) -> dict[nn.Module, tuple[int, ...]]:
+    """Each convolution's input size on ``example_input``, run as the fused model will (bf16 autocast for
+    bf16: the weights may already be stored in bf16, e.g. by ``vislearn.inference.optimize``)."""
+    import contextlib
+
     sizes: dict[nn.Module, tuple[int, ...]] = {}
 
     def hook(mod, args):
@@ -116,8 +120,9 @@ def _input_sizes(model: nn.Module, example_input: Any) -> dict[nn.Module, tuple[
             sizes.setdefault(mod, tuple(args[0].shape))
 
     handles = [m.register_forward_pre_hook(hook) for m in model.modules() if type(m) is nn.Conv2d]
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), cast:
             model(*example_input) if isinstance(example_input, (tuple, list)) else model(example_input)
     finally:
         for h in handles:
@@ -154,7 +159,7 @@ def fuse_conv_act(model: nn.Module, *, dtype: torch.dtype | None = torch.bfloat1
         raise UserError("fuse_conv_act needs a model in eval mode; call model.eval() first")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise UserError("fuse_conv_act is for models on the CPU")
-    sizes = _input_sizes(model, example_input) if example_input is not None else {}
+    sizes = _input_sizes(model, example_input, dtype) if example_input is not None else {}
     count = 0
 
     def fused(conv: nn.Conv2d, **kw: Any) -> FusedConv2d:
