@@ -281,3 +281,57 @@ def test_iou_matching_forces_the_best_prior_by_default():
     assert iou_match(prior, gt).tolist() == [0]
     assert match_batch(prior, [gt], method="iou").tolist() == [[0]]
     assert match_batch(prior, [gt], method="iou", force_best=False).tolist() == [[-1]]
+
+
+# ------------------------------------------------------------- edges the mutation tool found untested
+def _two_priors_case():
+    # prior 1 IS the box; prior 0's prediction decodes exactly onto it (corner coder, std 0.1), prior 1's
+    # prediction decodes onto prior 0's square: matching on priors picks prior 1, on predictions prior 0
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    coder = BoxCoder((0, 0, 0, 0), (0.1, 0.1, 0.1, 0.1))
+    loc = torch.tensor([[5.0] * 4, [-5.0] * 4]).expand(2, 2, 4).contiguous()  # two identical images
+    logits = torch.zeros(2, 2)
+    gts = [torch.tensor([[0.5, 0.5, 1.0, 1.0]])] * 2
+    return priors, coder, loc, logits, gts
+
+
+@pytest.mark.parametrize("match_on, missing_label_weight, loc_term", [
+    ("priors", 1.0, 50.0),       # prior 1 matched: target 0, ½‖(−5, −5, −5, −5)‖² = 50 per image
+    ("priors", 0.5, 50.0),       # the missing-label option decodes predictions but still matches priors
+    ("predictions", 1.0, 0.0),   # prior 0 matched: its prediction equals its target (5, 5, 5, 5)
+])
+def test_multibox_loss_two_images_by_hand(match_on, missing_label_weight, loc_term):
+    priors, coder, loc, logits, gts = _two_priors_case()
+    out = MultiBoxLoss(alpha=0.3, match_on=match_on, missing_label_weight=missing_label_weight)(
+        loc, logits, priors, gts, coder)
+    # averaged over the 2 images; every logit 0: BCE log 2 for each of the 2 predictions per image, and the
+    # unmatched one overlaps the box after decoding (not "missing"), so no weight changes
+    assert float(out["loc"]) == pytest.approx(loc_term)
+    assert float(out["conf"]) == pytest.approx(2 * math.log(2))
+    assert float(out["loss"]) == pytest.approx(0.3 * loc_term + 2 * math.log(2))
+    assert float(out["matched"]) == 2
+
+
+def test_iou_matching_in_the_loss_forces_the_best_prior_by_default():
+    priors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    gt = [torch.tensor([[0.0, 0.0, 0.25, 0.25]])]  # IoU 0.25 with prior 0, 0 with prior 1
+    args = (torch.zeros(1, 2, 4), torch.zeros(1, 2), priors, gt, BoxCoder())
+    assert float(MultiBoxLoss(matching="iou")(*args)["matched"]) == 1  # below the threshold, matched by force
+    assert float(MultiBoxLoss(matching="iou", force_best=False)(*args)["matched"]) == 0
+
+
+def test_loss_arguments_at_their_bounds_and_shapes():
+    for ok in (dict(alpha=0.0), dict(matching="iou", iou_threshold=0.0), dict(matching="iou", iou_threshold=1.0),
+               dict(missing_label_weight=0.0), dict(missing_label_weight=1.0), dict(missing_label_iou=0.0),
+               dict(missing_label_iou=0.99)):
+        MultiBoxLoss(**ok)
+    for name, value in (("alpha", -0.01), ("iou_threshold", -0.01), ("iou_threshold", 1.01),
+                        ("missing_label_weight", -0.01), ("missing_label_weight", 1.01),
+                        ("missing_label_iou", 1.0), ("missing_label_iou", -0.01)):
+        with pytest.raises(UserError, match=name):
+            MultiBoxLoss(**{name: value})
+    priors = grid_priors((2, 1), (1.0,))
+    for loc, logits in ((torch.zeros(1, 5, 3), torch.zeros(1, 5)), (torch.zeros(1, 5, 4), torch.zeros(1, 4)),
+                        (torch.zeros(5, 4), torch.zeros(1, 5))):
+        with pytest.raises(UserError, match="expected loc N×P×4 and logits N×P"):
+            MultiBoxLoss()(loc, logits, priors, [torch.zeros(0, 4)], BoxCoder())
