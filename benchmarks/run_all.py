@@ -64,7 +64,7 @@ def run_one(name: str, *, quick: bool, results_dir: Path) -> float:
 def collect(results_dir: Path, names: list[str], peak: dict[str, float], walls: dict[str, float],
             quick: bool) -> dict[str, Any]:
     """Every named ``bench_NAME.json`` in ``results_dir`` plus the machine and its peak, as one record."""
-    benches, rows = {}, []
+    benches, rows, without = {}, [], []
     for name in names:
         path = results_dir / f"bench_{name}.json"
         if not path.exists():
@@ -72,14 +72,30 @@ def collect(results_dir: Path, names: list[str], peak: dict[str, float], walls: 
         b = json.loads(path.read_text())
         benches[name] = {k: b.get(k) for k in ("summary", "rows", "date", "quick")}
         rows += [{"benchmark": name, **r} for r in b.get("rows", [])]
+        if not b.get("rows"):
+            without.append(name)  # written before goal rows existed: its summary line only
     from vislearn.reproduce.results import _plain
 
     return _plain({"date": time.strftime("%Y-%m-%d"), "quick": quick, "machine": _common.cpu_flags(),
-                   "measured_peak_gflops": peak, "wall_s": walls, "benchmarks": benches, "rows": rows})
+                   "measured_peak_gflops": peak, "wall_s": walls, "benchmarks": benches, "rows": rows,
+                   "without_rows": without})
 
 
 def _fmt_ratio(r: float) -> str:
     return f"{r:.2f}×" if r < 10 else f"{r:.0f}×"
+
+
+def _measured(r: dict[str, Any]) -> str:
+    """The row's number in its own unit: a speed-up over the peer (×), a share of the measured peak, or
+    an accuracy drop in points (scripts say which by the goal's wording and the extra keys they store)."""
+    if "peer_fraction" in r:  # ratio is our share of the peak; the peer's share beside it
+        return f"{r['ratio']:.0%} of the bf16 peak (peer {r['peer_fraction']:.0%})"
+    if "points" in r["goal"]:
+        return f"{r['ratio']:.2f} points"
+    text = _fmt_ratio(r["ratio"])
+    if "fraction_of_peak" in r:
+        text += f" ({r['fraction_of_peak']:.0%} of the bf16 peak)"
+    return text
 
 
 def table_markdown(record: dict[str, Any]) -> str:
@@ -92,15 +108,19 @@ def table_markdown(record: dict[str, Any]) -> str:
         f"one thread (CPU time): fp32 {peak.get('fp32_gflops', 0):.0f} GFLOP/s, bf16 {peak.get('bf16_gflops', 0):.0f} "
         "GFLOP/s."
         + (" QUICK RUN: toy sizes, the ratios mean nothing." if record["quick"] else ""),
-        "Ratio: how many times faster ours is than the peer (above 1: ours is faster), in one process, same inputs.",
+        "Measured: how many times faster ours is than the peer (×; above 1 ours is faster), in one process on the same "
+        "inputs, or the unit the goal is stated in.",
         "",
-        "| benchmark | hot path | peer | ours vs peer | goal | met |",
+        "| benchmark | hot path | peer | measured | goal | met |",
         "|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
         met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
-        lines.append(f"| {r['benchmark']} | {r['hot_path']} | {r['peer']} | {_fmt_ratio(r['ratio'])} | "
+        lines.append(f"| {r['benchmark']} | {r['hot_path']} | {r['peer']} | {_measured(r)} | "
                      f"{r['goal']} | {met} |")
+    if record.get("without_rows"):
+        lines += ["", "Not re-run since goal rows were added (their summary lines are in `results/README.md`): "
+                  + ", ".join(f"`{n}` ({record['benchmarks'][n].get('date')})" for n in record["without_rows"]) + "."]
     return "\n".join(lines) + "\n"
 
 
