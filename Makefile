@@ -22,7 +22,7 @@ lint: .venv/.installed
 	$(PY) -m ruff check src tests benchmarks
 
 bench: .venv/.installed
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	$(PY) benchmarks/run_all.py
 
 # Mutation testing (tests/MUTANTS.md): each module against the FAST tests that cover it (unmutated: under
 # 10 s of CPU each), one module at a time, at low priority. Not part of `make test`; it takes tens of minutes
