@@ -51,6 +51,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 1, rounds: i
 
 
 RESULTS_DIR = ROOT / "results"
+#: ``--clock`` choices of the scripts: this process's CPU seconds (one thread on a loaded machine) or wall time.
+CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
 
 
 def add_common_args(parser) -> None:

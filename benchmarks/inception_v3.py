@@ -45,6 +45,7 @@ import time
 import torch
 import torch.nn as nn
 from _common import (
+    CLOCKS,
     add_common_args,
     apply_common_args,
     cpu_flags,
@@ -54,8 +55,6 @@ from _common import (
     roofline,
     write_bench,
 )
-
-CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
 
 
 def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:

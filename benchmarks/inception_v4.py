@@ -38,6 +38,7 @@ import time
 
 import torch
 from _common import (
+    CLOCKS,
     add_common_args,
     apply_common_args,
     cpu_flags,
@@ -47,8 +48,6 @@ from _common import (
     roofline,
     write_bench,
 )
-
-CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
 
 
 def bench_model(name: str, batch: int, size: int, rounds: int, device: str = "cpu", *, clock=time.perf_counter,

@@ -47,7 +47,16 @@ import time
 import warnings
 
 import torch
-from _common import add_common_args, apply_common_args, goal_row, interleaved, measured_peak, roofline, write_bench
+from _common import (
+    CLOCKS,
+    add_common_args,
+    apply_common_args,
+    goal_row,
+    interleaved,
+    measured_peak,
+    roofline,
+    write_bench,
+)
 
 SIZES = {"bn_inception": 224, "inception_v3": 299, "inception_v4": 299, "inception_resnet_v2": 299}
 ACCURACY_RECIPE = {"model": "bn_inception", "dataset": "shapes", "image_size": 32, "steps": 400, "batch_size": 64,
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--clock", choices=("process", "wall"), default="process")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="process")
     p.add_argument("--no-accuracy", action="store_true")
     add_common_args(p)
     args = p.parse_args(argv)
@@ -238,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     from _common import cpu_flags
 
     flags = cpu_flags()
-    clock = time.process_time if args.clock == "process" else time.perf_counter
+    clock = CLOCKS[args.clock]
     peak = measured_peak(repeat=2 if args.quick else 5, clock=clock)
     numbers: dict = {"clock": "time.process_time (CPU s of this process)" if args.clock == "process" else "wall",
                      "threads": args.threads, "peak": peak, "cpu": flags}
