@@ -120,7 +120,14 @@ def _store_in(model: nn.Module, dtype: torch.dtype) -> None:
     these layers' inputs are always cast to ``dtype`` under autocast, so stored ``dtype`` weights give
     the same result. Other layers (norms, embeddings, custom parameters) keep fp32. A compiled model
     does not need this: freezing folds the cast into the constants."""
+    # a fused convolution runs on its own packed copy: the original it keeps (for its state-dict keys) is never
+    # called, so casting it would only add a second low-precision copy of every conv weight
+    from vislearn.nn.fuse import FusedConv2d
+
+    kept = {id(m.conv) for m in model.modules() if isinstance(m, FusedConv2d)}
     for m in model.modules():
+        if id(m) in kept:
+            continue
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and type(m).forward in (
                 nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward):
             for name, p in m.named_parameters(recurse=False):
