@@ -49,7 +49,8 @@ mutants: .venv/.installed
 	$(MUTATE) --gremlin-targets=src/vislearn/losses/multilabel.py tests/test_losses_multilabel.py && cp $(REPORT) coverage/gremlins/multilabel.json
 	$(MUTATE) --gremlin-targets=src/vislearn/losses/multibox.py tests/test_detection_matching.py && cp $(REPORT) coverage/gremlins/multibox.json
 	$(MUTATE) --gremlin-targets=src/vislearn/metrics/detection.py,src/vislearn/metrics/detection_match.py \
-		tests/test_metrics_detection.py tests/test_metrics_detection_match.py && cp $(REPORT) coverage/gremlins/metrics_detection.json
+		tests/test_metrics_detection.py tests/test_metrics_detection_match.py tests/test_metrics_detection_edges.py \
+		&& cp $(REPORT) coverage/gremlins/metrics_detection.json
 	$(MUTATE) --gremlin-targets=src/vislearn/metrics/retrieval.py tests/test_metrics_retrieval.py && cp $(REPORT) coverage/gremlins/retrieval.json
 	$(MUTATE) --gremlin-targets=src/vislearn/train/ema.py,src/vislearn/train/schedules.py \
 		tests/test_train_ema.py tests/test_train_schedules.py && cp $(REPORT) coverage/gremlins/ema_schedules.json

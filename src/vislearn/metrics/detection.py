@@ -151,6 +151,8 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
                     return flat.to(to).cpu().numpy(), lens
     parts = []
     for i, x in enumerate(lst):
+        if not isinstance(x, torch.Tensor) and np.iscomplexobj(x):  # np.asarray(x, float) would drop the imaginary part
+            raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
         t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
         if t.is_complex():
             raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
@@ -167,11 +169,12 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
     return torch.cat([t.to(to) for t in parts]).numpy(), lens
 
 
-def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
+def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str, first_image: int = 0) -> None:
+    """Per-image counts ``a`` and ``b`` must agree; the error names the first image where they do not."""
     bad = np.flatnonzero(a != b)
     if bad.size:
         i = int(bad[0])
-        raise UserError(f"image {i}: {a[i]} {what_a} but {b[i]} {what_b}")
+        raise UserError(f"image {first_image + i}: {a[i]} {what_a} but {b[i]} {what_b}")
 
 
 def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None):
@@ -423,17 +426,24 @@ def to_coco_json(gt_boxes: Sequence, gt_labels: Sequence, dt_boxes: Sequence, dt
     images = [{"id": i + 1, "width": width, "height": height} for i in range(len(gt_boxes))]
     anns, results = [], []
     for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels, strict=True)):
-        boxes = _as_np(boxes, 4, "gt_boxes").tolist()
+        boxes = _as_np(boxes, 4, f"gt_boxes[{i}]").tolist()
+        labels = _as_np(labels, None, f"gt_labels[{i}]", np.int64).tolist()
+        _same_counts(np.array([len(boxes)]), np.array([len(labels)]), "ground-truth boxes", "labels", i)
         crowd = _per_gt(gt_iscrowd, i, len(boxes), "gt_iscrowd", bool)
         areas = _per_gt(gt_areas, i, len(boxes), "gt_areas", np.float64)
-        for n, (b, c) in enumerate(zip(boxes, _as_np(labels, None, "gt_labels", np.int64).tolist(), strict=True)):
+        for n, (b, c) in enumerate(zip(boxes, labels, strict=True)):
             w, h = b[2] - b[0], b[3] - b[1]
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1,
                          "iscrowd": int(crowd[n]) if crowd is not None else 0,
                          "bbox": [b[0], b[1], w, h], "area": float(areas[n]) if areas is not None else w * h})
     for i, (boxes, scores, labels) in enumerate(zip(dt_boxes, dt_scores, dt_labels, strict=True)):
-        for b, sc, c in zip(_as_np(boxes, 4, "dt_boxes").tolist(), _as_np(scores, None, "dt_scores").tolist(),
-                            _as_np(labels, None, "dt_labels", np.int64).tolist(), strict=True):
+        boxes = _as_np(boxes, 4, f"dt_boxes[{i}]").tolist()
+        scores = _as_np(scores, None, f"dt_scores[{i}]").tolist()
+        labels = _as_np(labels, None, f"dt_labels[{i}]", np.int64).tolist()
+        n = np.array([len(boxes)])
+        _same_counts(n, np.array([len(scores)]), "detection boxes", "scores", i)
+        _same_counts(n, np.array([len(labels)]), "detection boxes", "labels", i)
+        for b, sc, c in zip(boxes, scores, labels, strict=True):
             results.append({"image_id": i + 1, "category_id": int(c) + 1,
                             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": sc})
     categories = [{"id": c + 1, "name": str(c)} for c in range(num_classes)]
