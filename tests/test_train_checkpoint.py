@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 import vislearn.train.engine as engine
 from vislearn.train import Trainer
 from vislearn.train.config import TrainConfig
@@ -26,19 +28,22 @@ class _Saves:
         monkeypatch.setattr(Trainer, "save_checkpoint", spy)
 
 
-def test_wall_time_checkpoints(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("per_reading", "minutes", "expect"), [
+    (25.0, 1.0, [3, 6, 9, 10]),  # start at t=50, steps 1-3 read 75, 100, 125 -> save at 3 (clock restarts at 150)
+    (20.0, 1.0, [3, 6, 9, 10]),  # step 3 reads exactly 60 s after the start: due (>=)
+    (25.0, 0.5, [2, 4, 6, 8, 10]),  # 30 s: due every second step; step 10 is the end's save
+])
+def test_wall_time_checkpoints(tmp_path, monkeypatch, per_reading, minutes, expect):
     saves, clock = _Saves(monkeypatch), [0.0]
 
-    def fake_now():  # 25 s per reading: with ckpt_minutes=1, a checkpoint falls due every few steps
-        clock[0] += 25.0
+    def fake_now():  # one reading per step (and one when a save starts); due once ckpt_minutes passed
+        clock[0] += per_reading
         return clock[0]
 
     monkeypatch.setattr(engine, "_now", fake_now)
-    cfg = job.config(steps=10, ckpt_every=0, eval_every=0, ckpt_minutes=1.0)
+    cfg = job.config(steps=10, ckpt_every=0, eval_every=0, ckpt_minutes=minutes)
     Trainer(cfg, job.task(), tmp_path, progress=False).fit()
-    # one reading per step (and one when a save starts); due once >= 60 s passed since the last save:
-    # start at t=50, steps 1-3 read 75, 100, 125 -> save at 3 (restarts the clock at 150), 6, 9; the end
-    assert saves.steps == [3, 6, 9, 10]
+    assert saves.steps == expect
     assert TrainConfig().ckpt_minutes == 10.0  # by default, every 10 minutes
 
 

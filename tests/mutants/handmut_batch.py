@@ -1,11 +1,16 @@
 """Re-apply mutants by hand, in one process (torch and the oracles imported once).
 
-    PYTHONPATH=src:tests python tests/mutants/handmut_batch.py MUTANTS.json -- PYTEST_ARGS...
+    PYTHONPATH=src:tests python tests/mutants/handmut_batch.py MUTANTS.json [--fresh] -- PYTEST_ARGS...
 
-MUTANTS.json: ``[[file, line, old, new, nth, label], ...]`` (e.g. from ``detection_mutants.py``). For each:
-replace the ``nth`` occurrence of ``old`` on ``line`` by ``new``, write the file with a fresh mtime and no
-bytecode, drop ``vislearn.*`` and the test modules from ``sys.modules``, run ``pytest.main(-x -q PYTEST_ARGS)``,
-restore the file; print KILLED or SURVIVED.
+MUTANTS.json: ``[[file, line, old, new, nth, label], ...]`` (e.g. from ``detection_mutants.py``), or the
+whole mutated files of ``gremlin_source.py`` (``[{"file", "source", "id", "line", "desc"}, ...]``). For each:
+replace the ``nth`` occurrence of ``old`` on ``line`` by ``new`` (or take the mutated file), write the file
+with a fresh mtime and no bytecode, drop ``vislearn.*`` and the test modules from ``sys.modules``, run
+``pytest.main(-x -q PYTEST_ARGS)``, restore the file; print KILLED or SURVIVED.
+
+In one process a test that is not repeatable there (the torchrun evaluation job of test_train_evaluation.py
+fails from its second run on) reads as a kill: ``--fresh`` runs each mutant in a new pytest process
+instead (slower by the imports), which is how every kill in tests/MUTANTS.md was confirmed.
 """
 
 import contextlib
@@ -13,6 +18,7 @@ import importlib
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -29,7 +35,14 @@ def _write(path: str, text: str) -> None:
     os.utime(path, (_stamp[0], _stamp[0]))
 
 
+FRESH = False
+
+
 def _run(tests: list[str]) -> tuple[int, str]:
+    if FRESH:
+        r = subprocess.run([sys.executable, "-B", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                           capture_output=True, text=True)
+        return r.returncode, (r.stdout.strip().splitlines() or [""])[-1]
     for name in [m for m in sys.modules if m.startswith(("vislearn", "test_", "conftest"))]:
         del sys.modules[name]
     importlib.invalidate_caches()
@@ -40,12 +53,29 @@ def _run(tests: list[str]) -> tuple[int, str]:
 
 
 def main(argv: list[str]) -> None:
+    global FRESH
+    FRESH = "--fresh" in argv[:argv.index("--")]
+    argv = [a for i, a in enumerate(argv) if a != "--fresh" or i > argv.index("--")]
     sep = argv.index("--")
     with open(argv[0]) as f:
         mutants = json.load(f)
     tests = argv[sep + 1:]
     print("BASELINE", *_run(tests), flush=True)
-    for path, line, old, new, nth, label in mutants:
+    for m in mutants:
+        if isinstance(m, dict):
+            path, mutated = m["file"], m["source"]
+            label = f"{m['id']} {m['desc']} {m['old']!r}->{m['new']!r}"
+            with open(path) as f:
+                src = f.read()
+            try:
+                _write(path, mutated)
+                rc, tail = _run(tests)
+            finally:
+                _write(path, src)
+            verdict = "KILLED  " if rc else "SURVIVED"
+            print(verdict, f"{os.path.basename(path)}:{m['line']} {label} [{tail}]", flush=True)
+            continue
+        path, line, old, new, nth, label = m
         with open(path) as f:
             src = f.read()
         lines = src.splitlines(keepends=True)

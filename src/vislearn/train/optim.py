@@ -90,17 +90,18 @@ def build_optimizer(name: str, param_groups: list[dict[str, Any]], *, lr: float,
         g["params"] = [g["params"]] if isinstance(g["params"], torch.Tensor) else list(g["params"])  # once
         g.setdefault("lr_mult", 1.0)
         g["lr"] = lr * g["lr_mult"]
+    torch_eps = 1e-8 if eps is None else eps  # torch's default; 0 is a value (``eps or 1e-8`` lost it)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov=nesterov and momentum > 0)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps or 1e-8, weight_decay=weight_decay,
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=torch_eps, weight_decay=weight_decay,
                                 fused=_can_fuse(groups))
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps or 1e-8, weight_decay=weight_decay,
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=torch_eps, weight_decay=weight_decay,
                                  fused=_can_fuse(groups))
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=rmsprop_decay, eps=eps or 1e-8, momentum=momentum,
+        return torch.optim.RMSprop(groups, lr=lr, alpha=rmsprop_decay, eps=torch_eps, momentum=momentum,
                                    weight_decay=weight_decay)
     if name == "rmsprop_tf":
         return RMSpropTF(groups, lr=lr, decay=rmsprop_decay, momentum=momentum, eps=1.0 if eps is None else eps,
