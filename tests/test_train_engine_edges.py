@@ -32,21 +32,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 class _Linear(nn.Module):
-    """A linear model on fixed data; ``extra`` scalars and non-scalars in the output, an optional NaN step."""
+    """A linear model on fixed data; extra scalars and non-scalars in the output; optionally a NaN loss at
+    one step, or a finite loss whose gradient is infinite (a backward hook multiplies it by inf)."""
 
-    def __init__(self, nan_at: int = -1) -> None:
+    def __init__(self, nan_at: int = -1, inf_grad_at: int = -1) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.model = nn.Linear(4, 3)
-        self.calls, self.nan_at = 0, nan_at
+        self.calls, self.nan_at, self.inf_grad_at = 0, nan_at, inf_grad_at
 
     def forward(self, batch):
         self.calls += 1
         x, y = batch
-        loss = F.cross_entropy(self.model(x), y)
+        h = self.model(x)
+        if self.calls == self.inf_grad_at:
+            h.register_hook(lambda g: g * float("inf"))
+        loss = F.cross_entropy(h, y)
         if self.calls == self.nan_at:
             loss = loss * float("nan")
-        return {"loss": loss, "double": 2 * loss.detach(), "logits": self.model(x).detach(), "note": "text"}
+        return {"loss": loss, "double": 2 * loss.detach(), "logits": h.detach(), "note": "text"}
 
 
 def _data(n: int = 48) -> TensorDataset:
@@ -306,29 +310,11 @@ def test_persistent_workers_live_for_the_whole_run(persistent):
     assert len(m.pids) == (1 if persistent else 2)  # one worker for both epochs, or one per epoch
 
 
-class _InfGrad(nn.Module):
-    """A finite loss whose gradient is infinite at one step (a backward hook multiplies it by inf)."""
-
-    def __init__(self, bad: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 3)
-        self.calls, self.bad = 0, bad
-
-    def forward(self, batch):
-        self.calls += 1
-        x, y = batch
-        h = self.model(x)
-        if self.calls == self.bad:
-            h.register_hook(lambda g: g * float("inf"))
-        return {"loss": F.cross_entropy(h, y)}
-
-
 def test_non_finite_loss_without_clipping_and_non_finite_gradient_with_finite_loss_are_caught():
     with pytest.raises(NonFiniteLossError, match=r"step 2 \(loss=nan"):  # no clipping: the loss alone says it
         _fit(_cfg(), _Linear(nan_at=2))
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(.*grad_norm=(inf|nan)"):  # fp32: the norm is checked
-        _fit(_cfg(clip_grad=1.0), _InfGrad(bad=3))
+        _fit(_cfg(clip_grad=1.0), _Linear(inf_grad_at=3))
 
 
 class _FakeDDP(nn.Module):

@@ -54,12 +54,11 @@ def _run(tests: list[str]) -> tuple[int, str]:
 
 def main(argv: list[str]) -> None:
     global FRESH
-    FRESH = "--fresh" in argv[:argv.index("--")]
-    argv = [a for i, a in enumerate(argv) if a != "--fresh" or i > argv.index("--")]
     sep = argv.index("--")
-    with open(argv[0]) as f:
+    options, tests = argv[:sep], argv[sep + 1:]
+    FRESH = "--fresh" in options
+    with open(options[0]) as f:
         mutants = json.load(f)
-    tests = argv[sep + 1:]
     print("BASELINE", *_run(tests), flush=True)
     for m in mutants:
         if isinstance(m, dict):

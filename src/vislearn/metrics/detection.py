@@ -151,11 +151,10 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
                     return flat.to(to).cpu().numpy(), lens
     parts = []
     for i, x in enumerate(lst):
-        if not isinstance(x, torch.Tensor) and np.iscomplexobj(x):  # np.asarray(x, float) would drop the imaginary part
+        # checked before converting: np.asarray(x, float) would drop the imaginary part with only a warning
+        if x.is_complex() if isinstance(x, torch.Tensor) else np.iscomplexobj(x):
             raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
         t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=dtype))
-        if t.is_complex():
-            raise UserError(f"{name}[{i}]: complex values (expected real numbers)")
         if last is None:
             t = t.reshape(-1)
         elif t.numel() == 0:
@@ -169,12 +168,12 @@ def _cat(lst: Sequence, name: str, last: int | None, dtype) -> tuple[np.ndarray,
     return torch.cat([t.to(to) for t in parts]).numpy(), lens
 
 
-def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str, first_image: int = 0) -> None:
+def _same_counts(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
     """Per-image counts ``a`` and ``b`` must agree; the error names the first image where they do not."""
     bad = np.flatnonzero(a != b)
     if bad.size:
         i = int(bad[0])
-        raise UserError(f"image {first_image + i}: {a[i]} {what_a} but {b[i]} {what_b}")
+        raise UserError(f"image {i}: {a[i]} {what_a} but {b[i]} {what_b}")
 
 
 def _flatten(dt_boxes, dt_scores, gt_boxes, dt_labels, gt_labels, gt_iscrowd=None, gt_areas=None):
@@ -425,10 +424,16 @@ def to_coco_json(gt_boxes: Sequence, gt_labels: Sequence, dt_boxes: Sequence, dt
     height, width = image_size
     images = [{"id": i + 1, "width": width, "height": height} for i in range(len(gt_boxes))]
     anns, results = [], []
-    for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels, strict=True)):
-        boxes = _as_np(boxes, 4, f"gt_boxes[{i}]").tolist()
-        labels = _as_np(labels, None, f"gt_labels[{i}]", np.int64).tolist()
-        _same_counts(np.array([len(boxes)]), np.array([len(labels)]), "ground-truth boxes", "labels", i)
+    gts = [(_as_np(b, 4, f"gt_boxes[{i}]").tolist(), _as_np(c, None, f"gt_labels[{i}]", np.int64).tolist())
+           for i, (b, c) in enumerate(zip(gt_boxes, gt_labels, strict=True))]
+    dts = [(_as_np(b, 4, f"dt_boxes[{i}]").tolist(), _as_np(s, None, f"dt_scores[{i}]").tolist(),
+            _as_np(c, None, f"dt_labels[{i}]", np.int64).tolist())
+           for i, (b, s, c) in enumerate(zip(dt_boxes, dt_scores, dt_labels, strict=True))]
+    _same_counts(*(np.array([len(x[k]) for x in gts], np.int64) for k in (0, 1)), "ground-truth boxes", "labels")
+    nd, ns, nl = (np.array([len(x[k]) for x in dts], np.int64) for k in (0, 1, 2))
+    _same_counts(nd, ns, "detection boxes", "scores")
+    _same_counts(nd, nl, "detection boxes", "labels")
+    for i, (boxes, labels) in enumerate(gts):
         crowd = _per_gt(gt_iscrowd, i, len(boxes), "gt_iscrowd", bool)
         areas = _per_gt(gt_areas, i, len(boxes), "gt_areas", np.float64)
         for n, (b, c) in enumerate(zip(boxes, labels, strict=True)):
@@ -436,13 +441,7 @@ def to_coco_json(gt_boxes: Sequence, gt_labels: Sequence, dt_boxes: Sequence, dt
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(c) + 1,
                          "iscrowd": int(crowd[n]) if crowd is not None else 0,
                          "bbox": [b[0], b[1], w, h], "area": float(areas[n]) if areas is not None else w * h})
-    for i, (boxes, scores, labels) in enumerate(zip(dt_boxes, dt_scores, dt_labels, strict=True)):
-        boxes = _as_np(boxes, 4, f"dt_boxes[{i}]").tolist()
-        scores = _as_np(scores, None, f"dt_scores[{i}]").tolist()
-        labels = _as_np(labels, None, f"dt_labels[{i}]", np.int64).tolist()
-        n = np.array([len(boxes)])
-        _same_counts(n, np.array([len(scores)]), "detection boxes", "scores", i)
-        _same_counts(n, np.array([len(labels)]), "detection boxes", "labels", i)
+    for i, (boxes, scores, labels) in enumerate(dts):
         for b, sc, c in zip(boxes, scores, labels, strict=True):
             results.append({"image_id": i + 1, "category_id": int(c) + 1,
                             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": sc})
