@@ -34,7 +34,7 @@ bench: .venv/.installed
 # Plugins no target test uses are not loaded in each gremlin's process (-30 % CPU per gremlin).
 MUTATE := OMP_NUM_THREADS=1 PYTEST_ADDOPTS="-p no:hydra_pytest -p no:anyio -p no:hypothesispytest -p no:timeout" \
 	nice -n 15 $(PY) -m pytest -q -p no:cacheprovider -o addopts= --gremlins \
-	--gremlin-workers=1 --gremlin-batch --gremlin-mutant-timeout=300 --gremlin-coverage-timeout=600 \
+	--gremlin-workers=2 --gremlin-batch --gremlin-mutant-timeout=300 --gremlin-coverage-timeout=600 \
 	--gremlin-report=console,json
 # The tool overwrites its JSON report: each run is copied to coverage/gremlins/NAME.json.
 REPORT := coverage/gremlins/gremlins.json
