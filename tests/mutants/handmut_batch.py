@@ -52,6 +52,21 @@ def _run(tests: list[str]) -> tuple[int, str]:
     return int(rc), (buf.getvalue().strip().splitlines() or [""])[-1]
 
 
+def _mutate(m: list | dict, src: str) -> tuple[int, str, str] | None:
+    """(line, mutated source, label) of one mutant of either format; None if its ``old`` text is not there."""
+    if isinstance(m, dict):
+        return m["line"], m["source"], f"{m['id']} {m['desc']} {m['old']!r}->{m['new']!r}"
+    _, line, old, new, nth, label = m
+    lines = src.splitlines(keepends=True)
+    text, pos = lines[line - 1], -1
+    for _ in range(nth):
+        pos = text.find(old, pos + 1)
+    if pos < 0:
+        return None
+    lines[line - 1] = text[:pos] + new + text[pos + len(old):]
+    return line, "".join(lines), f"{old!r}->{new!r} {label}"
+
+
 def main(argv: list[str]) -> None:
     global FRESH
     sep = argv.index("--")
@@ -61,37 +76,21 @@ def main(argv: list[str]) -> None:
         mutants = json.load(f)
     print("BASELINE", *_run(tests), flush=True)
     for m in mutants:
-        if isinstance(m, dict):
-            path, mutated = m["file"], m["source"]
-            label = f"{m['id']} {m['desc']} {m['old']!r}->{m['new']!r}"
-            with open(path) as f:
-                src = f.read()
-            try:
-                _write(path, mutated)
-                rc, tail = _run(tests)
-            finally:
-                _write(path, src)
-            verdict = "KILLED  " if rc else "SURVIVED"
-            print(verdict, f"{os.path.basename(path)}:{m['line']} {label} [{tail}]", flush=True)
-            continue
-        path, line, old, new, nth, label = m
+        path = m["file"] if isinstance(m, dict) else m[0]
         with open(path) as f:
             src = f.read()
-        lines = src.splitlines(keepends=True)
-        text, pos = lines[line - 1], -1
-        for _ in range(nth):
-            pos = text.find(old, pos + 1)
-        if pos < 0:
-            print("NOTFOUND", path, line, repr(old), flush=True)
+        mutant = _mutate(m, src)
+        if mutant is None:
+            print("NOTFOUND", path, m[1], repr(m[2]), flush=True)
             continue
-        lines[line - 1] = text[:pos] + new + text[pos + len(old):]
+        line, mutated, label = mutant
         try:
-            _write(path, "".join(lines))
+            _write(path, mutated)
             rc, tail = _run(tests)
         finally:
             _write(path, src)
         verdict = "KILLED  " if rc else "SURVIVED"
-        print(verdict, f"{os.path.basename(path)}:{line} {old!r}->{new!r} {label} [{tail}]", flush=True)
+        print(verdict, f"{os.path.basename(path)}:{line} {label} [{tail}]", flush=True)
 
 
 if __name__ == "__main__":
