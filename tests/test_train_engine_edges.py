@@ -372,28 +372,25 @@ def test_each_rank_seeds_its_streams_and_takes_a_disjoint_share_and_only_the_mai
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-def _as_fp16(monkeypatch, tr: Trainer) -> torch.amp.GradScaler:
+def _fit_as_fp16(monkeypatch, cfg: TrainConfig, module: _Linear) -> Trainer:
     """The fp16 step on CPU: the engine's logic with an enabled GradScaler (torch's CPU scaler follows the same
-    unscale/step/update protocol as the CUDA one) and no autocast; fp16 itself needs CUDA."""
+    unscale/step/update protocol as the CUDA one) and no autocast; fp16 itself needs CUDA. Runs all 6 steps."""
+    tr = Trainer(cfg, Task(module, _data(), model=module.model), None, progress=False)
     monkeypatch.setattr(engine, "autocast_context", lambda precision, device: contextlib.nullcontext())
     tr.cfg.precision = "fp16"
     tr.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1000)
-    return tr.scaler
+    assert tr.fit().step == 6
+    return tr
 
 
 def test_fp16_leaves_an_overflowing_gradient_to_the_scaler_but_checks_the_loss(monkeypatch):
     # a finite loss with an infinite gradient: the GradScaler skips that update and halves its scale; the engine
     # neither stops nor counts it (grad_norm is not checked under fp16)
-    m = _Linear(inf_grad_at=3)
-    tr = Trainer(_cfg(clip_grad=1.0), Task(m, _data(), model=m.model), None, progress=False)
-    scaler = _as_fp16(monkeypatch, tr)
-    assert tr.fit().step == 6 and tr._skipped == 0 and scaler.get_scale() == 512.0
+    tr = _fit_as_fp16(monkeypatch, _cfg(clip_grad=1.0), _Linear(inf_grad_at=3))
+    assert tr._skipped == 0 and tr.scaler.get_scale() == 512.0
     # a NaN loss is caught under fp16 too, with and without clipping; with clipping the scaler's unscale_ is
     # closed by an update (the scale backs off), without it the scaler saw nothing and is left alone; the steps
     # after it run (a second unscale_ before an update, or an update without unscale_, would raise)
     for clip, scale in ((1.0, 512.0), (0.0, 1024.0)):
-        m = _Linear(nan_at=2)
-        tr = Trainer(_cfg(clip_grad=clip, skip_nonfinite=1), Task(m, _data(), model=m.model), None,
-                     progress=False)
-        scaler = _as_fp16(monkeypatch, tr)
-        assert tr.fit().step == 6 and tr._skipped == 1 and scaler.get_scale() == scale
+        tr = _fit_as_fp16(monkeypatch, _cfg(clip_grad=clip, skip_nonfinite=1), _Linear(nan_at=2))
+        assert tr._skipped == 1 and tr.scaler.get_scale() == scale
